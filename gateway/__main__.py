@@ -1,0 +1,5 @@
+"""`python -m gateway` is `tollgate`."""
+
+from gateway.cli import main
+
+main()

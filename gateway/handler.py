@@ -1,0 +1,150 @@
+"""The request's path for `/openai/{llm}/v1/...` and `/proxy/{llm}/{path}`, one step per call:
+
+endpoint → LLM → body → call → chain (pre_auth, auth, post_auth) → provider → relay → accounting → record.
+
+A raw ASGI callable: the hot path skips Starlette's router and Request/Response objects (see
+bench/README.md for what that saves). Every refusal is a TollgateError, rendered here in one place and
+recorded like any other interaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import orjson
+
+from gateway import relay
+from gateway.context import RequestContext
+from gateway.errors import InternalError, LlmNotFound, NotImplementedYet, NotReady, TollgateError
+from gateway.request import ClientGone, endpoint, parse_call, proxy_call, read_body
+from gateway.runtime import Runtime
+from gateway.types import ASGIReceive, ASGISend, Scope
+from providers.base import Operation
+from store.records import AnalyticsRecord
+
+log = logging.getLogger("tollgate.gateway")
+
+_INTERACTION = {Operation.CHAT: "chat", Operation.EMBEDDINGS: "embedding", Operation.PROXY: "proxy"}
+
+
+class GatewayHandler:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
+        rt = self.runtime
+        ctx = RequestContext(rt.snapshot, scope)
+        rt.inflight += 1
+        try:
+            await self._serve(ctx, scope, receive, send)
+        except TollgateError as error:
+            ctx.fail(error)
+            if not ctx.response_started:
+                await _send_error(send, error, ctx.request_id)
+        except ClientGone:
+            ctx.status, ctx.error_code = 499, "client_closed"
+        except Exception:
+            log.exception("request %s failed", ctx.request_id)
+            error = InternalError(f"internal error (request id {ctx.request_id}); the gateway's log has the cause")
+            ctx.fail(error)
+            if not ctx.response_started:
+                await _send_error(send, error, ctx.request_id)
+        finally:
+            rt.inflight -= 1
+            self._record(ctx)
+
+    async def _serve(self, ctx: RequestContext, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
+        rt = self.runtime
+        op, slug, path = endpoint(scope)
+        ctx.op = op
+        if ctx.snapshot.version < 0:
+            raise NotReady("the gateway has not loaded its configuration yet")
+        ctx.llm = ctx.snapshot.llms.get(slug)
+        if ctx.llm is None:
+            reason = ctx.snapshot.unserved.get(slug)
+            if reason and reason.startswith("route"):
+                raise NotImplementedYet(reason)
+            raise LlmNotFound(reason or f"unknown LLM '{slug}'")
+        body = await read_body(ctx.headers, receive, rt.max_body_bytes)
+        if op is Operation.PROXY:
+            ctx.call = proxy_call(scope, ctx.headers, path, body)
+            ctx.call.model = ctx.llm.provider.proxy_model(path, body)
+        else:
+            ctx.call = parse_call(op, body)
+        await ctx.llm.chain.run_request(ctx)
+        if op is Operation.MODELS:
+            await self._models(ctx, send)
+        else:
+            await relay.forward(rt.http, ctx, receive, send)
+
+    async def _models(self, ctx: RequestContext, send: ASGISend) -> None:
+        """The models this app may use on the LLM: the upstream's list, filtered by `allowed_models`."""
+        assert ctx.llm is not None
+        listed = ctx.llm.provider.models(await relay.fetch(self.runtime.http, ctx))
+        allowed = ctx.llm.allowed_models
+        data = [m for m in listed if allowed is None or allowed.fullmatch(m["id"])]
+        body = orjson.dumps({"object": "list", "data": data})
+        await _send_json(send, 200, body, ctx.request_id)
+        ctx.status = 200
+
+    def _record(self, ctx: RequestContext) -> None:
+        llm, app, usage = ctx.llm, ctx.app, ctx.usage
+        elapsed = time.perf_counter() - ctx.started
+        llm_slug = llm.slug if llm else ""
+        app_name = app.name if app else ""
+        self.runtime.metrics.observe(llm_slug, app_name, ctx.status, elapsed, usage, ctx.cost)
+        if ctx.upstream_s:
+            self.runtime.metrics.upstream_latency.labels(llm_slug).observe(ctx.upstream_s)
+        interaction = _INTERACTION.get(ctx.op) if ctx.op else None
+        if interaction is None:  # the model list and unknown endpoints are not interactions
+            return
+        self.runtime.analytics.record(
+            AnalyticsRecord(
+                timestamp=ctx.timestamp,
+                request_id=ctx.request_id,
+                interaction_type=interaction,  # type: ignore[arg-type]
+                status_code=ctx.status,
+                error_code=ctx.error_code,
+                user_id=app.owner_id if app else None,
+                user_email=app.owner_email if app else "",
+                app_id=app.id if app else None,
+                app_name=app_name,
+                llm_id=llm.id if llm else None,
+                llm_slug=llm_slug,
+                vendor=llm.vendor if llm else "",
+                model_name=ctx.model,
+                prompt_tokens=usage.input_tokens if usage else 0,
+                response_tokens=usage.output_tokens if usage else 0,
+                total_tokens=usage.total_tokens if usage else 0,
+                cache_write_tokens=usage.cache_write_tokens if usage else 0,
+                cache_read_tokens=usage.cache_read_tokens if usage else 0,
+                cost=ctx.cost,
+                latency_ms=round(elapsed * 1000, 3),
+                upstream_latency_ms=round(ctx.upstream_s * 1000, 3),
+                stream=ctx.stream,
+                edge_id=self.runtime.edge_id,
+            )
+        )
+
+
+async def _send_error(send: ASGISend, error: TollgateError, request_id: str) -> None:
+    body = error.body()
+    headers = [
+        (b"content-type", error.content_type.encode()),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id.encode()),
+    ]
+    headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_json(send: ASGISend, status: int, body: bytes, request_id: str) -> None:
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id.encode()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

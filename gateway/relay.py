@@ -1,0 +1,188 @@
+"""Send the call upstream through the process's one pooled client, and relay the answer to the client:
+a complete body as it is, a stream event by event as it arrives. Usage is booked on the way."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+
+from gateway import accounting
+from gateway.context import RequestContext
+from gateway.errors import TollgateError, UpstreamTimeout, UpstreamUnavailable
+from providers import sse
+from providers.base import Operation, Provider, UpstreamRequest
+from gateway.types import ASGIReceive, ASGISend
+
+# Upstream response headers a pass-through answer does not forward (hop-by-hop, or no longer true:
+# the body was decompressed and its length is set again).
+_NOT_RELAYED = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding", "set-cookie", "upgrade"}
+)
+_STREAM_TYPES = ("text/event-stream", "application/x-ndjson")
+
+
+async def forward(http: aiohttp.ClientSession, ctx: RequestContext, receive: ASGIReceive, send: ASGISend) -> None:
+    assert ctx.llm is not None and ctx.call is not None
+    provider = ctx.llm.provider
+    request = provider.request(ctx.call)
+    sent = time.perf_counter()
+    response = await _open(http, request, provider, ctx.llm.slug)
+    ctx.upstream_s = time.perf_counter() - sent
+    try:
+        if response.status >= 400:
+            body = await _read(response, ctx.llm.slug)
+            raise provider.error(ctx.call, response.status, body, response.headers)
+        if response.content_type in _STREAM_TYPES:
+            await _relay_stream(ctx, provider, response, receive, send)
+        else:
+            await _relay_body(ctx, provider, response, send)
+    finally:
+        response.release()
+
+
+async def fetch(http: aiohttp.ClientSession, ctx: RequestContext) -> bytes:
+    """A small upstream answer read whole (the model list)."""
+    assert ctx.llm is not None and ctx.call is not None
+    provider = ctx.llm.provider
+    response = await _open(http, provider.request(ctx.call), provider, ctx.llm.slug)
+    try:
+        body = await _read(response, ctx.llm.slug)
+        if response.status >= 400:
+            raise provider.error(ctx.call, response.status, body, response.headers)
+        return body
+    finally:
+        response.release()
+
+
+async def _open(
+    http: aiohttp.ClientSession, request: UpstreamRequest, provider: Provider, slug: str
+) -> aiohttp.ClientResponse:
+    try:
+        return await http.request(
+            request.method,
+            request.url,
+            headers=request.headers,
+            data=request.body,
+            timeout=provider.timeout,
+            allow_redirects=False,
+        )
+    except TimeoutError:
+        raise UpstreamTimeout(f"LLM '{slug}': the upstream did not answer in time") from None
+    except aiohttp.ClientError as exc:
+        raise UpstreamUnavailable(f"LLM '{slug}': cannot reach the upstream ({type(exc).__name__})") from None
+
+
+async def _read(response: aiohttp.ClientResponse, slug: str) -> bytes:
+    try:
+        return await response.read()
+    except TimeoutError:
+        raise UpstreamTimeout(f"LLM '{slug}': the upstream's answer stalled") from None
+    except aiohttp.ClientError as exc:
+        raise UpstreamUnavailable(f"LLM '{slug}': the upstream's answer broke off ({type(exc).__name__})") from None
+
+
+async def _relay_body(
+    ctx: RequestContext, provider: Provider, response: aiohttp.ClientResponse, send: ASGISend
+) -> None:
+    assert ctx.call is not None and ctx.llm is not None
+    body = await _read(response, ctx.llm.slug)
+    reply = provider.response(ctx.call, body)
+    usage = reply.usage
+    if usage is None and ctx.call.op is not Operation.PROXY:
+        usage = await asyncio.to_thread(accounting.estimate, ctx)
+    if usage is not None:
+        accounting.settle(ctx, usage, reply.model)
+    headers = _headers(ctx, response)
+    headers.append((b"content-length", str(len(reply.body)).encode()))
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    ctx.response_started = True
+    await send({"type": "http.response.body", "body": reply.body})
+    ctx.status = response.status
+
+
+async def _relay_stream(
+    ctx: RequestContext,
+    provider: Provider,
+    response: aiohttp.ClientResponse,
+    receive: ASGIReceive,
+    send: ASGISend,
+) -> None:
+    assert ctx.call is not None and ctx.llm is not None
+    ctx.call.stream = True
+    relay = provider.stream(ctx.call)
+    headers = _headers(ctx, response)
+    headers += [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    ctx.response_started = True
+    watcher = _DisconnectWatcher(receive, response)
+    settled = False
+    try:
+        async for chunk in response.content.iter_any():
+            out = relay.feed(chunk)
+            if out:
+                await send({"type": "http.response.body", "body": out, "more_body": True})
+        tail = relay.finish()
+        if watcher.gone:
+            raise aiohttp.ClientConnectionError("client gone")
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
+        ctx.status = response.status
+        usage = relay.usage or await asyncio.to_thread(accounting.estimate, ctx, relay)
+        accounting.settle(ctx, usage, relay.model)
+        settled = True
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        if watcher.gone:
+            ctx.status, ctx.error_code = 499, "client_closed"
+        else:
+            error = _broken_stream(ctx.llm.slug, exc)
+            ctx.fail(error)
+            await send({"type": "http.response.body", "body": sse.event(error.body(), "error"), "more_body": False})
+    except asyncio.CancelledError:
+        ctx.status, ctx.error_code = 503, "shutdown"
+        raise
+    finally:
+        watcher.stop()
+        if not settled:  # partial answer: count what was relayed (synchronously: we may be cancelled)
+            accounting.settle(ctx, relay.usage or accounting.estimate(ctx, relay), relay.model)
+
+
+def _broken_stream(slug: str, exc: BaseException) -> TollgateError:
+    if isinstance(exc, TimeoutError):
+        return UpstreamTimeout(f"LLM '{slug}': the upstream's stream stalled")
+    return UpstreamUnavailable(f"LLM '{slug}': the upstream's stream broke off ({type(exc).__name__})")
+
+
+def _headers(ctx: RequestContext, response: aiohttp.ClientResponse) -> list[tuple[bytes, bytes]]:
+    headers = [(b"x-request-id", ctx.request_id.encode())]
+    if ctx.op is Operation.PROXY:
+        headers += [
+            (name.encode("latin-1").lower(), value.encode("latin-1"))
+            for name, value in response.headers.items()
+            if name.lower() not in _NOT_RELAYED and name.lower() != "x-request-id"
+        ]
+    else:
+        headers.append((b"content-type", response.headers.get("content-type", "application/json").encode()))
+    return headers
+
+
+class _DisconnectWatcher:
+    """Waits for the client to go away during a stream, and then ends the upstream request too."""
+
+    def __init__(self, receive: ASGIReceive, response: aiohttp.ClientResponse) -> None:
+        self.gone = False
+        self._response = response
+        self._task = asyncio.create_task(self._watch(receive))
+
+    async def _watch(self, receive: ASGIReceive) -> None:
+        while True:
+            message: dict[str, Any] = await receive()
+            if message["type"] == "http.disconnect":
+                self.gone = True
+                self._response.close()
+                return
+
+    def stop(self) -> None:
+        self._task.cancel()
+

@@ -1,0 +1,105 @@
+"""Per-process state, built by the lifespan and passed along: no module-level mutable state anywhere.
+
+The runtime owns the one pooled HTTP client, the current snapshot (a reference swapped whole), the
+analytics writer and the metrics, and rebuilds the snapshot when the store's config version moves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+import aiohttp
+
+from gateway.analytics import AnalyticsWriter
+from gateway.metrics import Metrics
+from store.base import Store
+from sync.secrets import SecretBox
+from sync.snapshot import Snapshot, build
+from sync.state import ConfigState
+
+log = logging.getLogger("tollgate")
+
+WATCH_INTERVAL_S = 0.5
+
+
+class Runtime:
+    def __init__(
+        self,
+        store: Store,
+        box: SecretBox,
+        *,
+        notes: Sequence[str] = (),
+        max_body_bytes: int = 10 * 1024 * 1024,
+        edge_id: str = "",
+    ) -> None:
+        self.store = store
+        self.box = box
+        self.notes = tuple(notes)
+        self.max_body_bytes = max_body_bytes
+        self.edge_id = edge_id
+        self.metrics = Metrics()
+        self.analytics = AnalyticsWriter(store, self.metrics)
+        self.snapshot = Snapshot.empty()
+        self.draining = False
+        self.inflight = 0
+        self._http: aiohttp.ClientSession | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._reload_lock = asyncio.Lock()
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            raise RuntimeError("the runtime is not started")
+        return self._http
+
+    @property
+    def ready(self) -> bool:
+        return self.snapshot.version >= 0 and not self.draining
+
+    async def start(self) -> None:
+        await self.reload()
+        # One keep-alive pool per process. No total limit: streams hold connections for minutes.
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+        self._http = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+        self.analytics.start()
+        self._watcher = asyncio.create_task(self._watch(), name="config-watcher")
+
+    async def stop(self, grace_s: float = 2.0) -> None:
+        """After the servers stopped: let cancelled requests record themselves, flush, close."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        for _ in range(int(grace_s / 0.05)):
+            if self.inflight == 0:
+                break
+            await asyncio.sleep(0.05)
+        await self.analytics.close()
+        if self._http is not None:
+            await self._http.close()
+
+    async def reload(self) -> None:
+        """Rebuild the snapshot from the store and swap it in; requests in flight keep the old one."""
+        async with self._reload_lock:
+            rows = await self.store.load_config()
+            if rows.version == self.snapshot.version:
+                return
+            previous = set(self.snapshot.warnings)
+            snapshot = build(ConfigState.from_rows(rows), self.box, self.notes)
+            self.snapshot = snapshot
+        self.metrics.snapshot_version.set(snapshot.version)
+        for warning in snapshot.warnings:
+            if warning not in previous:
+                log.warning("%s", warning)
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            try:
+                if await self.store.config_version() != self.snapshot.version:
+                    await self.reload()
+            except Exception:  # a failing store must not stop the watcher: serve the last snapshot
+                log.exception("config reload failed; still serving version %d", self.snapshot.version)

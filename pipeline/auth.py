@@ -1,0 +1,45 @@
+"""The `auth` phase's first filter: the app key → the app, by SHA-256 hash in the snapshot (O(1))."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl
+
+from gateway.errors import InvalidApiKey
+from providers.base import Operation
+
+if TYPE_CHECKING:
+    from gateway.context import RequestContext
+
+_sha256 = hashlib.sha256
+
+
+class AppKeyAuth:
+    name = "auth"
+
+    async def __call__(self, ctx: RequestContext) -> None:
+        key = credential(ctx)
+        if not key:
+            raise InvalidApiKey("missing API key: send your app key as 'Authorization: Bearer <key>'")
+        app = ctx.snapshot.apps.get(_sha256(key).hexdigest())
+        if app is None or not app.active:
+            raise InvalidApiKey("invalid API key")
+        ctx.app = app
+
+
+def credential(ctx: RequestContext) -> bytes:
+    """The app key: a Bearer token everywhere; on /proxy/ also the Anthropic and Google SDKs' places."""
+    auth = ctx.headers.get(b"authorization", b"")
+    if auth[:7].lower() == b"bearer ":
+        return auth[7:].strip()
+    if ctx.op is not Operation.PROXY:
+        return b""
+    key = ctx.headers.get(b"x-api-key") or ctx.headers.get(b"x-goog-api-key")
+    if key:
+        return key.strip()
+    if b"key=" in ctx.query:
+        for name, value in parse_qsl(ctx.query.decode("latin-1")):
+            if name == "key":
+                return value.encode("latin-1")
+    return b""

@@ -1,0 +1,62 @@
+"""Schema migrations, in code. Each step runs once, in order, inside the migrating transaction."""
+
+from __future__ import annotations
+
+from store.base import KIND_NAMES
+
+
+def _entity_table(kind: str) -> str:
+    return f"""
+        CREATE TABLE {kind} (
+            id          INTEGER PRIMARY KEY AUTOINCREMENT,
+            name        TEXT NOT NULL UNIQUE,
+            namespace   TEXT NOT NULL DEFAULT '',
+            data        BLOB NOT NULL,
+            key_hash    TEXT UNIQUE,
+            created_at  REAL NOT NULL,
+            updated_at  REAL NOT NULL
+        )"""
+
+
+_ANALYTICS = """
+    CREATE TABLE analytics (
+        id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts                  REAL NOT NULL,
+        request_id          TEXT NOT NULL,
+        interaction_type    TEXT NOT NULL,
+        status_code         INTEGER NOT NULL,
+        error_code          TEXT NOT NULL DEFAULT '',
+        user_id             INTEGER,
+        user_email          TEXT NOT NULL DEFAULT '',
+        app_id              INTEGER,
+        app_name            TEXT NOT NULL DEFAULT '',
+        llm_id              INTEGER,
+        llm_slug            TEXT NOT NULL DEFAULT '',
+        vendor              TEXT NOT NULL DEFAULT '',
+        model_name          TEXT NOT NULL DEFAULT '',
+        prompt_tokens       INTEGER NOT NULL DEFAULT 0,
+        response_tokens     INTEGER NOT NULL DEFAULT 0,
+        total_tokens        INTEGER NOT NULL DEFAULT 0,
+        cache_write_tokens  INTEGER NOT NULL DEFAULT 0,
+        cache_read_tokens   INTEGER NOT NULL DEFAULT 0,
+        cost                REAL NOT NULL DEFAULT 0,
+        latency_ms          REAL NOT NULL DEFAULT 0,
+        upstream_latency_ms REAL NOT NULL DEFAULT 0,
+        stream              INTEGER NOT NULL DEFAULT 0,
+        edge_id             TEXT NOT NULL DEFAULT '',
+        route               TEXT NOT NULL DEFAULT '',
+        attempt             INTEGER NOT NULL DEFAULT 1,
+        cache_status        TEXT NOT NULL DEFAULT ''
+    )"""
+
+SQLITE: list[list[str]] = [
+    [
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+        "INSERT INTO meta (key, value) VALUES ('config_version', 0)",
+        *(_entity_table(kind) for kind in KIND_NAMES),
+        _ANALYTICS,
+        "CREATE INDEX analytics_ts ON analytics (ts)",
+        # Every index costs each insert; filters by user or LLM scan the time index (newest first).
+        "CREATE INDEX analytics_app_ts ON analytics (app_id, ts)",
+    ],
+]

@@ -1,0 +1,171 @@
+"""The embedded store: SQLite through aiosqlite, WAL mode, safe for several processes on one host."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from store import sql
+from store.base import KIND_NAMES, ConfigRows, Conflict, Delete, Op, Put, Row, StoreError
+from store.migrations import SQLITE
+from store.records import AnalyticsRecord, InteractionQuery, UsageQuery
+
+_ROW_COLUMNS = "id, name, namespace, data, key_hash, created_at, updated_at"
+_INSERT_RECORD = sql.insert_record_statement(sql.Params("?"))
+
+
+class SqliteStore:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._db: aiosqlite.Connection | None = None
+        # One connection per process; the lock keeps a transaction's statements together.
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        await self._db.execute("PRAGMA busy_timeout = 30000")
+        await self._db.execute("PRAGMA journal_mode = WAL")
+        await self._db.execute("PRAGMA synchronous = NORMAL")
+        await self._migrate()
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StoreError("the store is not open")
+        return self._db
+
+    @asynccontextmanager
+    async def _transaction(self, begin: str = "BEGIN IMMEDIATE") -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            await self.db.execute(begin)
+            try:
+                yield self.db
+            except BaseException:
+                await self.db.execute("ROLLBACK")
+                raise
+            await self.db.execute("COMMIT")
+
+    async def _migrate(self) -> None:
+        # BEGIN IMMEDIATE takes the write lock, so processes starting together migrate one at a time.
+        async with self._transaction() as db:
+            await db.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at REAL)"
+            )
+            async with db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations") as cur:
+                current = (await cur.fetchone() or (0,))[0]
+            for version, steps in enumerate(SQLITE[current:], start=current + 1):
+                for statement in steps:
+                    await db.execute(statement)
+                await db.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, time.time()))
+
+    async def config_version(self) -> int:
+        async with self.db.execute("SELECT value FROM meta WHERE key = 'config_version'") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def load_config(self) -> ConfigRows:
+        async with self._transaction("BEGIN") as db:
+            async with db.execute("SELECT value FROM meta WHERE key = 'config_version'") as cur:
+                version = int((await cur.fetchone() or (0,))[0])
+            rows: dict[str, list[Row]] = {}
+            for kind in KIND_NAMES:
+                async with db.execute(f"SELECT {_ROW_COLUMNS} FROM {kind} ORDER BY id") as cur:
+                    rows[kind] = [_row(r) for r in await cur.fetchall()]
+        return ConfigRows(version, rows)
+
+    async def get(self, kind: str, id: int) -> Row | None:
+        async with self.db.execute(f"SELECT {_ROW_COLUMNS} FROM {_table(kind)} WHERE id = ?", (id,)) as cur:
+            row = await cur.fetchone()
+        return _row(row) if row else None
+
+    async def find(self, kind: str, *, name: str | None = None, key_hash: str | None = None) -> Row | None:
+        column, value = ("name", name) if name is not None else ("key_hash", key_hash)
+        query = f"SELECT {_ROW_COLUMNS} FROM {_table(kind)} WHERE {column} = ?"
+        async with self.db.execute(query, (value,)) as cur:
+            row = await cur.fetchone()
+        return _row(row) if row else None
+
+    async def write(self, ops: Sequence[Op]) -> list[Row | None]:
+        now = time.time()
+        results: list[Row | None] = []
+        try:
+            async with self._transaction() as db:
+                for op in ops:
+                    results.append(await _apply(db, op, now))
+                await db.execute("UPDATE meta SET value = value + 1 WHERE key = 'config_version'")
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(str(exc)) from None
+        return results
+
+    async def insert_records(self, records: Sequence[AnalyticsRecord]) -> None:
+        params = [sql.record_params(r) for r in records]
+        async with self._transaction() as db:
+            await db.executemany(_INSERT_RECORD, params)
+
+    async def interactions(self, query: InteractionQuery) -> list[AnalyticsRecord]:
+        statement, params = sql.interactions_query(query, sql.Params("?"))
+        async with self.db.execute(statement, params) as cur:
+            rows = await cur.fetchall()
+        return [sql.record_from_row(r) for r in rows]
+
+    async def usage(self, query: UsageQuery) -> list[dict[str, object]]:
+        day = "strftime('%Y-%m-%d', ts, 'unixepoch')"
+        statement, params = sql.usage_query(query, sql.Params("?"), day)
+        async with self.db.execute(statement, params) as cur:
+            rows = await cur.fetchall()
+        return [sql.usage_row(r) for r in rows]
+
+
+async def _apply(db: aiosqlite.Connection, op: Op, now: float) -> Row | None:
+    if isinstance(op, Delete):
+        await db.execute(f"DELETE FROM {_table(op.kind)} WHERE id = ?", (op.id,))
+        return None
+    table = _table(op.kind)
+    statement, params = _put_statement(table, op, now)
+    async with db.execute(statement, params) as cur:
+        row = await cur.fetchone()
+    return _row(row) if row else None
+
+
+def _put_statement(table: str, op: Put, now: float) -> tuple[str, tuple[Any, ...]]:
+    if op.mode == "update":
+        return (
+            f"UPDATE {table} SET name = ?, namespace = ?, data = ?, key_hash = ?, updated_at = ? "
+            f"WHERE id = ? RETURNING {_ROW_COLUMNS}",
+            (op.name, op.namespace, op.data, op.key_hash, now, op.id),
+        )
+    insert = (
+        f"INSERT INTO {table} (name, namespace, data, key_hash, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)"
+    )
+    if op.mode == "upsert":
+        key_hash = f"COALESCE({table}.key_hash, excluded.key_hash)" if op.keep_key else "excluded.key_hash"
+        insert += (
+            " ON CONFLICT (name) DO UPDATE SET namespace = excluded.namespace, data = excluded.data,"
+            f" key_hash = {key_hash}, updated_at = excluded.updated_at"
+        )
+    return f"{insert} RETURNING {_ROW_COLUMNS}", (op.name, op.namespace, op.data, op.key_hash, now, now)
+
+
+def _table(kind: str) -> str:
+    if kind not in KIND_NAMES:  # table names are interpolated: only known kinds get through
+        raise StoreError(f"unknown entity kind {kind!r}")
+    return kind
+
+
+def _row(r: Any) -> Row:
+    data = r[3] if isinstance(r[3], bytes) else str(r[3]).encode()
+    return Row(int(r[0]), r[1], r[2], data, r[4], float(r[5]), float(r[6]))
+

@@ -1,0 +1,155 @@
+"""The snapshot: everything the hot path reads, compiled once from a `ConfigState` and swapped whole.
+
+Regexes are compiled, credentials opened, adapters bound, grants resolved and filter chains composed
+here, so a request does dict lookups and nothing else. A snapshot is never mutated.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator, Sequence
+
+import msgspec
+
+from pipeline.chain import Chain, compose
+from providers.base import Provider
+from providers.registry import bind, has_adapter
+from sync.entities import resolve_api_key
+from sync.model import App, Filter, Group, Llm, Route, User
+from sync.prices import PriceBook
+from sync.secrets import SecretBox
+from sync.state import ConfigState
+from sync.validate import compile_models
+
+ADMIN_ROLES = frozenset({"super_admin", "admin"})
+
+
+class LlmEntry(msgspec.Struct, frozen=True):
+    id: int
+    slug: str
+    vendor: str
+    default_model: str | None
+    allowed_models: re.Pattern[str] | None
+    provider: Provider
+    chain: Chain
+
+
+class AppEntry(msgspec.Struct, frozen=True):
+    id: int
+    name: str
+    active: bool
+    owner_id: int | None
+    owner_email: str
+    llms: frozenset[str]  # what it may call: its `llms` that its owner may use
+
+
+class UserEntry(msgspec.Struct, frozen=True):
+    id: int
+    email: str
+    role: str
+
+
+class Snapshot(msgspec.Struct, frozen=True):
+    version: int
+    built_at: float
+    llms: dict[str, LlmEntry]
+    apps: dict[str, AppEntry]  # by the hex SHA-256 of the key
+    users: dict[str, UserEntry]  # by the hex SHA-256 of their admin API key
+    prices: PriceBook
+    unserved: dict[str, str]  # slug → why it is configured but not served (disabled LLM, route)
+    warnings: tuple[str, ...]
+
+    @classmethod
+    def empty(cls) -> Snapshot:
+        return cls(-1, time.time(), {}, {}, {}, PriceBook(()), {}, ())
+
+
+def build(state: ConfigState, box: SecretBox, notes: Sequence[str] = ()) -> Snapshot:
+    """Compile `state`; `notes` are process-level warnings (flags not built yet) to show beside ours."""
+    warnings = list(notes)
+    filters: dict[str, Filter] = {s.name: s.entity for s in state.of("filters")}
+    secrets = state.secret_values()
+    llms: dict[str, LlmEntry] = {}
+    unserved: dict[str, str] = {}
+    for stored in state.of("llms"):
+        llm: Llm = stored.entity
+        if not llm.active:
+            unserved[llm.slug] = f"LLM '{llm.slug}' is disabled"
+            continue
+        chosen = [f for f in filters.values() if f.global_] + [filters[n] for n in llm.filters if n in filters]
+        chain, missing = compose(_unique(chosen))
+        warnings += [f"filter '{f.name}' ({f.kind}) is configured but not enforced yet" for f in missing]
+        provider = bind(llm, resolve_api_key(llm, secrets, box))
+        allowed = compile_models(llm.allowed_models)
+        llms[llm.slug] = LlmEntry(stored.id, llm.slug, llm.vendor, llm.default_model, allowed, provider, chain)
+    for stored in state.of("routes"):
+        route: Route = stored.entity
+        unserved[route.slug] = f"route '{route.slug}' is configured, but routes are not served yet"
+    warnings += _unbuilt(state)
+    return Snapshot(
+        version=state.version,
+        built_at=time.time(),
+        llms=llms,
+        apps=_apps(state),
+        users={s.key_hash: UserEntry(s.id, s.entity.email, s.entity.role) for s in state.of("users") if s.key_hash},
+        prices=PriceBook(s.entity for s in state.of("prices")),
+        unserved=unserved,
+        warnings=tuple(dict.fromkeys(warnings)),
+    )
+
+
+def _apps(state: ConfigState) -> dict[str, AppEntry]:
+    group_llms: dict[str, set[str]] = {s.entity.name: set(s.entity.llms) for s in state.of("groups")}
+    users: dict[str, tuple[int, User]] = {s.entity.email: (s.id, s.entity) for s in state.of("users")}
+    apps: dict[str, AppEntry] = {}
+    for stored in state.of("apps"):
+        app: App = stored.entity
+        if not stored.key_hash:
+            continue
+        owner = users.get(app.owner)
+        permitted = _permitted(owner[1], group_llms) if owner else set()
+        grants = frozenset(s for s in app.llms if permitted is None or s in permitted)
+        owner_id = owner[0] if owner else None
+        entry = AppEntry(stored.id, app.name, app.active, owner_id, app.owner, grants)
+        apps[stored.key_hash] = entry
+    return apps
+
+
+def _permitted(user: User, group_llms: dict[str, set[str]]) -> set[str] | None:
+    """The LLMs a user may use; None means every one (admins)."""
+    if user.role in ADMIN_ROLES:
+        return None
+    return set().union(*(group_llms.get(g, set()) for g in user.groups))
+
+
+def _unbuilt(state: ConfigState) -> Iterator[str]:
+    """Warnings for configured features that this version does not enforce yet (never silently ignored)."""
+    for stored in state.of("llms"):
+        llm: Llm = stored.entity
+        if not has_adapter(llm.vendor):
+            yield f"LLM '{llm.slug}': vendor {llm.vendor} has no adapter yet; its calls answer 501"
+        yield from _limits("LLM", llm.slug, llm)
+    for stored in state.of("apps"):
+        yield from _limits("app", stored.entity.name, stored.entity)
+    for stored in state.of("routes"):
+        yield f"route '{stored.entity.slug}': routes are not served yet; its calls answer 501"
+    caching = [s.name for kind in ("llms", "apps", "routes") for s in state.of(kind) if _caches(s.entity)]
+    if caching:
+        yield f"response cache is configured ({', '.join(caching)}) but not built yet"
+
+
+def _limits(label: str, name: str, entity: Llm | App) -> Iterator[str]:
+    if entity.monthly_budget_usd is not None:
+        yield f"{label} '{name}': monthly_budget_usd is not enforced yet"
+    if entity.rate_limit is not None:
+        yield f"{label} '{name}': rate_limit is not enforced yet"
+
+
+def _caches(entity: Llm | App | Route | Group) -> bool:
+    cache = getattr(entity, "cache", None)
+    return cache is not None and cache.mode != "off"
+
+
+def _unique(filters: list[Filter]) -> list[Filter]:
+    return list({f.name: f for f in filters}.values())
