@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from gateway.errors import TollgateError, UpstreamStatus
+from gateway.errors import TollgateError, UpstreamStatus, UpstreamUnavailable
 from providers import sse
 from providers.base import Call, Operation, Reply, UpstreamRequest, Usage
 from providers.jsonbody import merge_fields, prepend_fields
@@ -140,7 +140,7 @@ class OpenAI:
     def response(self, call: Call, body: bytes) -> Reply:
         try:
             answer = _answer.decode(body)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             return Reply(body)
         return Reply(body, answer.usage.normalized() if answer.usage else None, answer.model)
 
@@ -159,21 +159,25 @@ class OpenAI:
             return UpstreamStatus(status, "", headers=kept, raw=raw, content_type=content_type)
         try:
             error = _error_body.decode(body).error or _Error()
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             error = _Error()
         message = self._scrub(error.message or f"the upstream answered HTTP {status}")
         code = str(error.code) if error.code is not None else None
         return UpstreamStatus(status, message, type=error.type, code=code, param=error.param, headers=kept)
 
     def models(self, body: bytes) -> list[dict[str, Any]]:
-        return [m for m in _model_list.decode(body).data if isinstance(m.get("id"), str)]
+        try:
+            listed = _model_list.decode(body).data
+        except (msgspec.DecodeError, RecursionError):
+            raise UpstreamUnavailable(f"LLM '{self.slug}': the upstream's model list is not OpenAI's") from None
+        return [m for m in listed if isinstance(m.get("id"), str)]
 
     def proxy_model(self, path: str, body: bytes) -> str:
         if not body:
             return ""
         try:
             return _named.decode(body).model or ""
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             return ""
 
     def _scrub(self, text: str) -> str:
@@ -221,7 +225,7 @@ class OpenAIStream:
             return False
         try:
             event = _stream_event.decode(payload)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             return False
         answer = event.response if event.response and event.response.usage else event
         if answer.usage is None:
@@ -239,7 +243,7 @@ class OpenAIStream:
                     continue
                 try:
                     chunk = _chunk.decode(payload)
-                except msgspec.DecodeError:
+                except (msgspec.DecodeError, RecursionError):
                     continue
                 parts.extend(c.delta.content for c in chunk.choices if c.delta and c.delta.content)
         return "".join(parts)

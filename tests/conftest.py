@@ -1,0 +1,64 @@
+"""Shared fixtures: a mock OpenAI upstream on its own loopback port, and real `tollgate serve` processes.
+
+Every test talks to the gateway over real sockets; the gateway is started the way an operator starts it,
+with a config file written for the test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mocks.openai import MockOpenAI
+from mocks.server import ThreadedServer
+from tests.support import UPSTREAM_KEY, Gateway, base_config
+
+StartGateway = Callable[..., Gateway]
+
+
+@pytest.fixture(scope="session")
+def mock_server() -> Iterator[tuple[ThreadedServer, MockOpenAI]]:
+    app = MockOpenAI(api_key=UPSTREAM_KEY)
+    with ThreadedServer(app) as server:
+        yield server, app
+
+
+@pytest.fixture
+def upstream(mock_server: tuple[ThreadedServer, MockOpenAI]) -> Iterator[MockOpenAI]:
+    """The mock OpenAI upstream, reset for this test."""
+    app = mock_server[1]
+    app.reset()
+    yield app
+    app.reset()
+
+
+@pytest.fixture
+def upstream_url(mock_server: tuple[ThreadedServer, MockOpenAI]) -> str:
+    return mock_server[0].url
+
+
+@pytest.fixture
+def start_gateway(tmp_path: Path) -> Iterator[StartGateway]:
+    """Start gateways with a config of the test's choosing; all are stopped at the end."""
+    started: list[Gateway] = []
+
+    def start(config: dict[str, Any] | None, *args: str, ready: bool = True, **kwargs: Any) -> Gateway:
+        directory = tmp_path / f"gw{len(started)}"
+        directory.mkdir()
+        gateway = Gateway(directory, config, *args, **kwargs)
+        started.append(gateway)
+        return gateway.wait_ready() if ready else gateway
+
+    yield start
+    for gateway in started:
+        gateway.stop()
+
+
+@pytest.fixture
+def gateway(start_gateway: Any, upstream: MockOpenAI, upstream_url: str) -> Gateway:
+    """A gateway with the base config, in front of the (reset) mock upstream."""
+    gw: Gateway = start_gateway(base_config(upstream_url))
+    return gw

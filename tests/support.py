@@ -1,0 +1,127 @@
+"""Test support: a real `tollgate serve` process on free loopback ports, and the base config."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import yaml
+
+UPSTREAM_KEY = "sk-upstream-secret-0123456789abcdef"
+ADMIN_TOKEN = "admin-token-for-tests"
+APP_KEY = "tg-test-app-key-0001"
+OTHER_KEY = "tg-test-app-key-0002"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def base_config(upstream_url: str, **overrides: Any) -> dict[str, Any]:
+    """A config with one OpenAI LLM on the mock, two apps (one granted, one not) and prices."""
+    config: dict[str, Any] = {
+        "secrets": {"UPSTREAM": UPSTREAM_KEY},
+        "llms": [
+            {
+                "slug": "gpt",
+                "vendor": "openai",
+                "api_base": upstream_url + "/v1",
+                "api_key": "$SECRET/UPSTREAM",
+                "allowed_models": ["gpt-4o.*", "text-embedding-3-.*"],
+                "default_model": "gpt-4o-mini",
+                "timeout_s": 30,
+            },
+            {"slug": "other", "vendor": "openai", "api_base": upstream_url + "/v1", "api_key": "$SECRET/UPSTREAM"},
+        ],
+        "prices": [
+            {"vendor": "openai", "model": "gpt-4o-mini", "input_per_1m": 0.15, "output_per_1m": 0.60,
+             "cache_read_per_1m": 0.075},
+            {"vendor": "openai", "model": "text-embedding-3-small", "input_per_1m": 0.02},
+        ],
+        "users": [{"email": "alice@example.com", "role": "developer", "groups": ["team"]}],
+        "groups": [{"name": "team", "llms": ["gpt"]}],
+        "apps": [
+            {"name": "app-one", "owner": "alice@example.com", "api_key": APP_KEY, "llms": ["gpt"]},
+            {"name": "app-two", "owner": "alice@example.com", "api_key": OTHER_KEY, "llms": []},
+        ],
+    }  # fmt: skip
+    config.update(overrides)
+    return config
+
+
+class Gateway:
+    """A `tollgate serve` process on free loopback ports, with its own config file and database."""
+
+    def __init__(self, tmp: Path, config: dict[str, Any] | None, *args: str, env: dict[str, str] | None = None):
+        self.tmp = tmp
+        self.port = free_port()
+        self.admin_port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.admin_url = f"http://127.0.0.1:{self.admin_port}"
+        self.db = tmp / "tollgate.db"
+        self.log = tmp / "gateway.log"
+        command = [
+            sys.executable, "-m", "gateway", "serve", "--db", f"sqlite:///{self.db}",
+            "--port", str(self.port), "--admin-port", str(self.admin_port), "--drain-s", "0", *args,
+        ]  # fmt: skip
+        if config is not None:
+            path = tmp / "tollgate.yaml"
+            path.write_text(yaml.safe_dump(config))
+            command += ["--config", str(path)]
+        environment = {**os.environ, "TOLLGATE_ADMIN_TOKEN": ADMIN_TOKEN, **(env or {})}
+        self._out = self.log.open("ab")
+        self.process = subprocess.Popen(command, stdout=self._out, stderr=subprocess.STDOUT, env=environment)
+
+    def wait_ready(self, timeout: float = 20) -> Gateway:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"gateway exited with {self.process.returncode}:\n{self.output()}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"gateway not ready after {timeout} s:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def openai(self, key: str = APP_KEY, llm: str = "gpt", **kwargs: Any) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.url}/openai/{llm}/v1", api_key=key, max_retries=0, **kwargs)
+
+    def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {"authorization": f"Bearer {ADMIN_TOKEN}", **kwargs.pop("headers", {})}
+        return httpx.request(method, self.admin_url + path, headers=headers, timeout=10, **kwargs)
+
+    def records(self, expect: int | None = None, timeout: float = 5, **params: Any) -> list[dict[str, Any]]:
+        """Analytics records, newest first; with `expect`, wait until that many are there."""
+        deadline = time.monotonic() + timeout
+        while True:
+            data: list[dict[str, Any]] = self.admin("GET", "/api/v1/analytics/interactions",
+                                                    params={"limit": 10000, **params}).json()["data"]  # fmt: skip
+            if expect is None or len(data) >= expect or time.monotonic() > deadline:
+                return data
+            time.sleep(0.05)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._out.close()
+        return self.process.returncode
