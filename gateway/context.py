@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 from random import getrandbits
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from gateway.types import Scope
 from providers.base import Call, Operation, Usage
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ class RequestContext:
         "usage",
     )
 
-    def __init__(self, snapshot: Snapshot, scope: dict[str, Any]) -> None:
+    def __init__(self, snapshot: Snapshot, scope: Scope) -> None:
         self.snapshot = snapshot
         self.timestamp = time.time()
         self.started = time.perf_counter()

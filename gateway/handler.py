@@ -38,15 +38,17 @@ class GatewayHandler:
         rt.inflight += 1
         try:
             await self._serve(ctx, scope, receive, send)
-        except TollgateError as error:
-            ctx.fail(error)
+        except TollgateError as refusal:
+            ctx.fail(refusal)
             if not ctx.response_started:
-                await _send_error(send, error, ctx.request_id)
+                await _send_error(send, refusal, ctx.request_id)
         except ClientGone:
             ctx.status, ctx.error_code = 499, "client_closed"
         except Exception:
             log.exception("request %s failed", ctx.request_id)
-            error = InternalError(f"internal error (request id {ctx.request_id}); the gateway's log has the cause")
+            error = InternalError(
+                f"internal error (request id {ctx.request_id}); the gateway's log has the cause"
+            )
             ctx.fail(error)
             if not ctx.response_started:
                 await _send_error(send, error, ctx.request_id)

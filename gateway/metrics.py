@@ -11,7 +11,25 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from providers.base import Usage
 
-_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+_LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+)
 _Children = tuple[Counter, Histogram, Counter, Counter, Counter, Counter, Counter]
 
 
@@ -22,28 +40,45 @@ class Metrics:
         labels = ("llm", "app", "status")
         self.requests = Counter("tollgate_requests", "Requests answered", labels, registry=r)
         self.latency = Histogram(
-            "tollgate_request_duration_seconds", "Time to the end of the answer", labels,
-            buckets=_LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            "tollgate_request_duration_seconds",
+            "Time to the end of the answer",
+            labels,
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.upstream_latency = Histogram(
-            "tollgate_upstream_duration_seconds", "Time to the upstream's response headers", ("llm",),
-            buckets=_LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.tokens = Counter("tollgate_tokens", "Tokens, as the upstream reported them", ("llm", "app", "kind"), registry=r)
+            "tollgate_upstream_duration_seconds",
+            "Time to the upstream's response headers",
+            ("llm",),
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "tollgate_tokens", "Tokens, as the upstream reported them", ("llm", "app", "kind"), registry=r
+        )
         self.cost = Counter("tollgate_cost_usd", "Cost in USD", ("llm", "app"), registry=r)
         self.analytics_queue = Gauge(
-            "tollgate_analytics_queue_depth", "Records waiting to be written", registry=r, multiprocess_mode="livesum"
+            "tollgate_analytics_queue_depth",
+            "Records waiting to be written",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.analytics_written = Counter("tollgate_analytics_written", "Records written", registry=r)
-        self.analytics_dropped = Counter("tollgate_analytics_dropped", "Records dropped (should stay 0)", registry=r)
+        self.analytics_dropped = Counter(
+            "tollgate_analytics_dropped", "Records dropped (should stay 0)", registry=r
+        )
         self.snapshot_version = Gauge(
             "tollgate_snapshot_version", "Config version being served", registry=r, multiprocess_mode="max"
         )
-        self.unpriced = Counter("tollgate_unpriced", "Answers with usage but no price", ("llm", "model"), registry=r)
+        self.unpriced = Counter(
+            "tollgate_unpriced", "Answers with usage but no price", ("llm", "model"), registry=r
+        )
         # label lookups cost microseconds each; requests reuse the children of their (llm, app, status)
         self._children: dict[tuple[str, str, int], _Children] = {}
 
-    def observe(self, llm: str, app: str, status: int, seconds: float, usage: Usage | None, cost: float) -> None:
+    def observe(
+        self, llm: str, app: str, status: int, seconds: float, usage: Usage | None, cost: float
+    ) -> None:
         key = (llm, app, status)
         children = self._children.get(key) or self._make_children(key)
         requests, latency, prompt, response, cache_read, cache_write, spent = children
@@ -78,6 +113,6 @@ class Metrics:
     def render(self) -> tuple[bytes, str]:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             registry = CollectorRegistry()
-            MultiProcessCollector(registry)
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -5,26 +5,35 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 import aiohttp
 
 from gateway import accounting
 from gateway.context import RequestContext
 from gateway.errors import TollgateError, UpstreamTimeout, UpstreamUnavailable
+from gateway.types import ASGIReceive, ASGISend
 from providers import sse
 from providers.base import Operation, Provider, UpstreamRequest
-from gateway.types import ASGIReceive, ASGISend
 
 # Upstream response headers a pass-through answer does not forward (hop-by-hop, or no longer true:
 # the body was decompressed and its length is set again).
 _NOT_RELAYED = frozenset(
-    {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding", "set-cookie", "upgrade"}
+    {
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "content-length",
+        "content-encoding",
+        "set-cookie",
+        "upgrade",
+    }
 )
 _STREAM_TYPES = ("text/event-stream", "application/x-ndjson")
 
 
-async def forward(http: aiohttp.ClientSession, ctx: RequestContext, receive: ASGIReceive, send: ASGISend) -> None:
+async def forward(
+    http: aiohttp.ClientSession, ctx: RequestContext, receive: ASGIReceive, send: ASGISend
+) -> None:
     assert ctx.llm is not None and ctx.call is not None
     provider = ctx.llm.provider
     request = provider.request(ctx.call)
@@ -81,7 +90,9 @@ async def _read(response: aiohttp.ClientResponse, slug: str) -> bytes:
     except TimeoutError:
         raise UpstreamTimeout(f"LLM '{slug}': the upstream's answer stalled") from None
     except aiohttp.ClientError as exc:
-        raise UpstreamUnavailable(f"LLM '{slug}': the upstream's answer broke off ({type(exc).__name__})") from None
+        raise UpstreamUnavailable(
+            f"LLM '{slug}': the upstream's answer broke off ({type(exc).__name__})"
+        ) from None
 
 
 async def _relay_body(
@@ -129,7 +140,9 @@ async def _relay_stream(
             raise aiohttp.ClientConnectionError("client gone")
         await send({"type": "http.response.body", "body": tail, "more_body": False})
         ctx.status = response.status
-        usage = relay.usage or await asyncio.to_thread(accounting.estimate, ctx, relay)
+        usage = relay.usage
+        if usage is None:  # tiktoken is CPU work: off the event loop
+            usage = await asyncio.to_thread(accounting.estimate, ctx, relay)
         accounting.settle(ctx, usage, relay.model)
         settled = True
     except (aiohttp.ClientError, TimeoutError) as exc:
@@ -138,7 +151,9 @@ async def _relay_stream(
         else:
             error = _broken_stream(ctx.llm.slug, exc)
             ctx.fail(error)
-            await send({"type": "http.response.body", "body": sse.event(error.body(), "error"), "more_body": False})
+            await send(
+                {"type": "http.response.body", "body": sse.event(error.body(), "error"), "more_body": False}
+            )
     except asyncio.CancelledError:
         ctx.status, ctx.error_code = 503, "shutdown"
         raise
@@ -177,7 +192,7 @@ class _DisconnectWatcher:
 
     async def _watch(self, receive: ASGIReceive) -> None:
         while True:
-            message: dict[str, Any] = await receive()
+            message = await receive()
             if message["type"] == "http.disconnect":
                 self.gone = True
                 self._response.close()
@@ -185,4 +200,3 @@ class _DisconnectWatcher:
 
     def stop(self) -> None:
         self._task.cancel()
-

@@ -19,11 +19,24 @@ _OPENAI_ENDPOINTS: dict[str, tuple[str, Operation]] = {
 # Client headers a pass-through request does not forward: hop-by-hop ones, the length, every credential.
 _NOT_FORWARDED = frozenset(
     {
-        b"host", b"connection", b"keep-alive", b"proxy-authorization", b"proxy-connection", b"te", b"trailer",
-        b"transfer-encoding", b"upgrade", b"content-length", b"accept-encoding", b"authorization",
-        b"x-api-key", b"x-goog-api-key", b"api-key", b"cookie",
+        b"host",
+        b"connection",
+        b"keep-alive",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
+        b"accept-encoding",
+        b"authorization",
+        b"x-api-key",
+        b"x-goog-api-key",
+        b"api-key",
+        b"cookie",
     }
-)  # fmt: skip
+)
 
 
 class ClientGone(Exception):
@@ -36,14 +49,14 @@ class _StreamOptions(msgspec.Struct):
 
 class _ChatView(msgspec.Struct):
     messages: list[msgspec.Raw]
-    model: str | None | msgspec.UnsetType = msgspec.UNSET
+    model: str | msgspec.UnsetType | None = msgspec.UNSET
     stream: bool | None = None
-    stream_options: _StreamOptions | None | msgspec.UnsetType = msgspec.UNSET
+    stream_options: _StreamOptions | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class _EmbeddingsView(msgspec.Struct):
     input: msgspec.Raw
-    model: str | None | msgspec.UnsetType = msgspec.UNSET
+    model: str | msgspec.UnsetType | None = msgspec.UNSET
 
 
 _chat_view = msgspec.json.Decoder(_ChatView)
@@ -102,7 +115,13 @@ def parse_call(op: Operation, body: bytes) -> Call:
         raise InvalidRequest("the request body is not valid JSON") from None
     model = view.model if isinstance(view.model, str) else ""
     if isinstance(view, _EmbeddingsView):
-        return Call(op=op, body=body, model=model, model_in_body=bool(model), model_key=view.model is not msgspec.UNSET)
+        return Call(
+            op=op,
+            body=body,
+            model=model,
+            model_in_body=bool(model),
+            model_key=view.model is not msgspec.UNSET,
+        )
     if not view.messages:
         raise InvalidRequest("invalid request body: 'messages' must not be empty")
     options = view.stream_options
@@ -123,7 +142,9 @@ def proxy_call(scope: Scope, headers: dict[bytes, bytes], path: str, body: bytes
     query: bytes = scope.get("query_string", b"")
     query_text = query.decode("latin-1")
     if b"key=" in query:  # the Google SDK's ?key= is the app key, not the upstream's
-        query_text = urlencode([(k, v) for k, v in parse_qsl(query_text, keep_blank_values=True) if k != "key"])
+        query_text = urlencode(
+            [(k, v) for k, v in parse_qsl(query_text, keep_blank_values=True) if k != "key"]
+        )
     forwarded = {
         name.decode("latin-1"): value.decode("latin-1")
         for name, value in headers.items()

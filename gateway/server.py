@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from typing import Any
 
 import uvicorn
@@ -41,8 +42,9 @@ class StartupError(Exception):
 class _Server(uvicorn.Server):
     """A uvicorn server that leaves signals to us (uvicorn would re-raise them and exit non-zero)."""
 
-    def capture_signals(self) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext()
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
 
 
 def make_server(app: ASGIApp, settings: Settings, *, timeout_s: float | None = None) -> _Server:
@@ -56,7 +58,7 @@ def make_server(app: ASGIApp, settings: Settings, *, timeout_s: float | None = N
         log_level="warning",  # uvicorn's start/stop chatter is replaced by ours
         server_header=False,
         proxy_headers=False,  # nothing here reads the client address; saves ~5 µs a request
-        timeout_graceful_shutdown=settings.shutdown_timeout_s if timeout_s is None else timeout_s,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_s if timeout_s is None else timeout_s),
         timeout_keep_alive=30,
     )
     return _Server(config)
@@ -64,7 +66,9 @@ def make_server(app: ASGIApp, settings: Settings, *, timeout_s: float | None = N
 
 def bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # proto set: event loops turn Nagle off
+    sock = socket.socket(
+        family, socket.SOCK_STREAM, socket.IPPROTO_TCP
+    )  # proto set: event loops turn Nagle off
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -123,7 +127,9 @@ async def serve_single(settings: Settings, cfg: ConfigFile | None) -> None:
     runtime = Runtime(store, box, notes=notes(settings, cfg), max_body_bytes=settings.max_body_bytes)
     await runtime.start()
     try:
-        servers = [("gateway", make_server(GatewayApp(runtime), settings), bind(settings.host, settings.port))]
+        servers = [
+            ("gateway", make_server(GatewayApp(runtime), settings), bind(settings.host, settings.port))
+        ]
         servers += side_servers(settings, cfg, store, box, runtime)
         await run_servers(servers, on_stop=lambda: drain(runtime, settings))
     finally:
@@ -221,4 +227,3 @@ def run_loop(main: Coroutine[Any, Any, None]) -> None:
         asyncio.run(main)
     else:
         uvloop.run(main)
-

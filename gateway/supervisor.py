@@ -84,7 +84,9 @@ class WorkerPool:
         self._supervisor = asyncio.create_task(self._supervise())
 
     def _spawn(self) -> SpawnProcess:
-        process = _spawn.Process(target=worker_main, args=(self.settings, self.notes, self.sock), daemon=False)
+        process = _spawn.Process(
+            target=worker_main, args=(self.settings, self.notes, self.sock), daemon=False
+        )
         process.start()
         return process
 
@@ -99,7 +101,12 @@ class WorkerPool:
                 now = time.monotonic()
                 crashes = [t for t in crashes if now - t < 60] + [now]
                 delay = _RESTART_BACKOFF_S[min(len(crashes) - 1, len(_RESTART_BACKOFF_S) - 1)]
-                log.error("gateway worker %s exited with %s; restarting in %.1f s", process.pid, process.exitcode, delay)
+                log.error(
+                    "gateway worker %s exited with %s; restarting in %.1f s",
+                    process.pid,
+                    process.exitcode,
+                    delay,
+                )
                 await asyncio.sleep(delay)
                 if not self.stopping:
                     self.workers[i] = self._spawn()
@@ -128,7 +135,7 @@ def _mark_dead(pid: int | None) -> None:
     if pid is not None and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(pid)
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
 def worker_main(settings: Settings, notes: list[str], sock: socket.socket) -> None:
@@ -145,7 +152,9 @@ async def _worker(settings: Settings, notes: list[str], sock: socket.socket) -> 
     await runtime.start()
     try:
         server = make_server(GatewayApp(runtime), settings)
-        await run_servers([(f"gateway worker {os.getpid()}", server, sock)], on_stop=lambda: drain(runtime, settings))
+        await run_servers(
+            [(f"gateway worker {os.getpid()}", server, sock)], on_stop=lambda: drain(runtime, settings)
+        )
     finally:
         await runtime.stop()
         await store.close()

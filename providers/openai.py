@@ -114,7 +114,9 @@ class OpenAI:
             self._auth["openai-organization"] = llm.organization
         self._json_headers = {"content-type": "application/json", **self._auth}
         self._secret = api_key
-        self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=llm.timeout_s)
+        self.timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=llm.timeout_s
+        )
 
     def request(self, call: Call) -> UpstreamRequest:
         if call.op is Operation.PROXY:
@@ -169,7 +171,9 @@ class OpenAI:
         try:
             listed = _model_list.decode(body).data
         except (msgspec.DecodeError, RecursionError):
-            raise UpstreamUnavailable(f"LLM '{self.slug}': the upstream's model list is not OpenAI's") from None
+            raise UpstreamUnavailable(
+                f"LLM '{self.slug}': the upstream's model list is not OpenAI's"
+            ) from None
         return [m for m in listed if isinstance(m.get("id"), str)]
 
     def proxy_model(self, path: str, body: bytes) -> str:

@@ -76,7 +76,9 @@ class Store(Protocol):
 
     async def get(self, kind: str, id: int) -> Row | None: ...
 
-    async def find(self, kind: str, *, name: str | None = None, key_hash: str | None = None) -> Row | None: ...
+    async def find(
+        self, kind: str, *, name: str | None = None, key_hash: str | None = None
+    ) -> Row | None: ...
 
     async def write(self, ops: Sequence[Op]) -> list[Row | None]:
         """Apply `ops` in one transaction; a Put returns its row, a Delete None. Raises Conflict."""

@@ -147,9 +147,8 @@ def _put_statement(table: str, op: Put, now: float) -> tuple[str, tuple[Any, ...
             f"WHERE id = ? RETURNING {_ROW_COLUMNS}",
             (op.name, op.namespace, op.data, op.key_hash, now, op.id),
         )
-    insert = (
-        f"INSERT INTO {table} (name, namespace, data, key_hash, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)"
-    )
+    columns = "name, namespace, data, key_hash, created_at, updated_at"
+    insert = f"INSERT INTO {table} ({columns}) VALUES (?, ?, ?, ?, ?, ?)"
     if op.mode == "upsert":
         key_hash = f"COALESCE({table}.key_hash, excluded.key_hash)" if op.keep_key else "excluded.key_hash"
         insert += (
@@ -168,4 +167,3 @@ def _table(kind: str) -> str:
 def _row(r: Any) -> Row:
     data = r[3] if isinstance(r[3], bytes) else str(r[3]).encode()
     return Row(int(r[0]), r[1], r[2], data, r[4], float(r[5]), float(r[6]))
-

@@ -1,4 +1,4 @@
-"""Read the YAML bootstrap into a validated `ConfigFile`, or fail with one line naming file, entry and field."""
+"""Read the YAML bootstrap into a validated `ConfigFile`, or fail with one line naming file, entry, field."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:
-        raw = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader)
+        raw = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -42,19 +42,19 @@ class Entity(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tr
     """Base of every configuration entity."""
 
 
-class RateLimit(Entity):
+class RateLimit(Entity, frozen=True):
     rpm: Positive | None = None
     tpm: Positive | None = None
 
 
-class CacheSettings(Entity):
+class CacheSettings(Entity, frozen=True):
     mode: Literal["off", "exact", "semantic"] = "off"
     ttl_s: Seconds = 3600
     threshold: Annotated[float, Meta(gt=0, le=1)] = 0.95
     scope: Literal["app", "global"] = "app"
 
 
-class Llm(Entity):
+class Llm(Entity, frozen=True):
     slug: Slug
     vendor: Vendor
     api_base: str | None = None
@@ -80,7 +80,7 @@ class Llm(Entity):
 RetryOn = Annotated[int, Meta(ge=400, le=599)] | Literal["timeout", "connect"]
 
 
-class Retry(Entity):
+class Retry(Entity, frozen=True):
     attempts: Annotated[int, Meta(ge=0, le=10)] = 0
     on: list[RetryOn] = field(default_factory=lambda: [429, 500, 502, 503, 504, "timeout", "connect"])
     backoff_ms: Annotated[int, Meta(ge=0)] = 200
@@ -88,25 +88,25 @@ class Retry(Entity):
     max_retry_after_s: Annotated[float, Meta(ge=0)] = 30
 
 
-class Fallback(Entity):
+class Fallback(Entity, frozen=True):
     on: list[Literal["context_length", "content_filter"]]
     to: Slug
 
 
-class Cooldown(Entity):
+class Cooldown(Entity, frozen=True):
     fails: Positive = 3
     window_s: Seconds = 60
     duration_s: Seconds = 30
 
 
-class RouteTarget(Entity):
+class RouteTarget(Entity, frozen=True):
     llm: Slug
     model: str | None = None
     weight: Annotated[int, Meta(ge=0)] = 1
     priority: Annotated[int, Meta(ge=0)] = 0
 
 
-class Route(Entity):
+class Route(Entity, frozen=True):
     slug: Slug
     targets: Annotated[list[RouteTarget], Meta(min_length=1)]
     strategy: Literal["weighted", "round_robin", "least_busy", "latency", "priority"] = "weighted"
@@ -117,7 +117,7 @@ class Route(Entity):
     namespace: str = ""
 
 
-class Price(Entity):
+class Price(Entity, frozen=True):
     vendor: Vendor
     model: Name
     input_per_1m: PerMillion
@@ -127,7 +127,7 @@ class Price(Entity):
     cache_read_per_1m: PerMillion | None = None
 
 
-class User(Entity):
+class User(Entity, frozen=True):
     email: Email
     role: Role = "developer"
     groups: list[str] = []
@@ -135,12 +135,12 @@ class User(Entity):
     api_key: str | None = None
 
 
-class Group(Entity):
+class Group(Entity, frozen=True):
     name: Name
     llms: list[str] = []
 
 
-class App(Entity):
+class App(Entity, frozen=True):
     name: Name
     owner: Email
     api_key: str | None = None
@@ -152,7 +152,7 @@ class App(Entity):
     cache: CacheSettings | None = None
 
 
-class Filter(Entity):
+class Filter(Entity, frozen=True):
     name: Name
     phase: Phase
     kind: Annotated[str, Meta(min_length=1)]
@@ -161,23 +161,23 @@ class Filter(Entity):
     namespace: str = ""
 
 
-class Secret(Entity):
+class Secret(Entity, frozen=True):
     name: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]{1,128}$")]
     value: str
 
 
-class EmbeddingRef(Entity):
+class EmbeddingRef(Entity, frozen=True):
     llm: Slug
     model: str | None = None
 
 
-class CacheStore(Entity):
+class CacheStore(Entity, frozen=True):
     backend: Literal["memory", "redis"] = "memory"
     max_entries: Positive = 10000
     embedding: EmbeddingRef | None = None
 
 
-class MockUpstream(Entity):
+class MockUpstream(Entity, frozen=True):
     """Tollgate extension: `serve` starts the bundled OpenAI-compatible mock on this address."""
 
     host: str = "127.0.0.1"
@@ -185,7 +185,7 @@ class MockUpstream(Entity):
     api_key: str | None = None
 
 
-class ConfigFile(Entity):
+class ConfigFile(Entity, frozen=True):
     secrets: dict[str, str] = {}
     llms: list[Llm] = []
     routes: list[Route] = []

@@ -77,12 +77,16 @@ def build(state: ConfigState, box: SecretBox, notes: Sequence[str] = ()) -> Snap
         if not llm.active:
             unserved[llm.slug] = f"LLM '{llm.slug}' is disabled"
             continue
-        chosen = [f for f in filters.values() if f.global_] + [filters[n] for n in llm.filters if n in filters]
+        chosen = [f for f in filters.values() if f.global_] + [
+            filters[n] for n in llm.filters if n in filters
+        ]
         chain, missing = compose(_unique(chosen))
         warnings += [f"filter '{f.name}' ({f.kind}) is configured but not enforced yet" for f in missing]
         provider = bind(llm, resolve_api_key(llm, secrets, box))
         allowed = compile_models(llm.allowed_models)
-        llms[llm.slug] = LlmEntry(stored.id, llm.slug, llm.vendor, llm.default_model, allowed, provider, chain)
+        llms[llm.slug] = LlmEntry(
+            stored.id, llm.slug, llm.vendor, llm.default_model, allowed, provider, chain
+        )
     for stored in state.of("routes"):
         route: Route = stored.entity
         unserved[route.slug] = f"route '{route.slug}' is configured, but routes are not served yet"
@@ -92,7 +96,11 @@ def build(state: ConfigState, box: SecretBox, notes: Sequence[str] = ()) -> Snap
         built_at=time.time(),
         llms=llms,
         apps=_apps(state),
-        users={s.key_hash: UserEntry(s.id, s.entity.email, s.entity.role) for s in state.of("users") if s.key_hash},
+        users={
+            s.key_hash: UserEntry(s.id, s.entity.email, s.entity.role)
+            for s in state.of("users")
+            if s.key_hash
+        },
         prices=PriceBook(s.entity for s in state.of("prices")),
         unserved=unserved,
         warnings=tuple(dict.fromkeys(warnings)),

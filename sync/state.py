@@ -22,7 +22,8 @@ class ConfigState(msgspec.Struct, frozen=True):
     @classmethod
     def from_rows(cls, rows: ConfigRows) -> ConfigState:
         entities = {
-            kind: tuple(from_stored(KINDS[kind], row) for row in rows.rows.get(kind, ())) for kind in KIND_NAMES
+            kind: tuple(from_stored(KINDS[kind], row) for row in rows.rows.get(kind, ()))
+            for kind in KIND_NAMES
         }
         return cls(rows.version, entities)
 

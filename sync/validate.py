@@ -135,7 +135,9 @@ def _filter_problems(f: Filter) -> Iterator[Problem]:
     phases = FILTER_PHASES.get(f.kind)
     if phases is None:
         known = ", ".join(sorted(FILTER_PHASES))
-        yield Problem("filters", f.name, "kind", f"unknown kind '{f.kind}' (built-in: {known}, python:, plugin:)")
+        yield Problem(
+            "filters", f.name, "kind", f"unknown kind '{f.kind}' (built-in: {known}, python:, plugin:)"
+        )
     elif f.phase not in phases:
         yield Problem("filters", f.name, "phase", f"kind {f.kind} runs in {', '.join(sorted(phases))}")
 

@@ -41,11 +41,21 @@ def base_config(upstream_url: str, **overrides: Any) -> dict[str, Any]:
                 "default_model": "gpt-4o-mini",
                 "timeout_s": 30,
             },
-            {"slug": "other", "vendor": "openai", "api_base": upstream_url + "/v1", "api_key": "$SECRET/UPSTREAM"},
+            {
+                "slug": "other",
+                "vendor": "openai",
+                "api_base": upstream_url + "/v1",
+                "api_key": "$SECRET/UPSTREAM",
+            },
         ],
         "prices": [
-            {"vendor": "openai", "model": "gpt-4o-mini", "input_per_1m": 0.15, "output_per_1m": 0.60,
-             "cache_read_per_1m": 0.075},
+            {
+                "vendor": "openai",
+                "model": "gpt-4o-mini",
+                "input_per_1m": 0.15,
+                "output_per_1m": 0.60,
+                "cache_read_per_1m": 0.075,
+            },
             {"vendor": "openai", "model": "text-embedding-3-small", "input_per_1m": 0.02},
         ],
         "users": [{"email": "alice@example.com", "role": "developer", "groups": ["team"]}],
@@ -54,7 +64,7 @@ def base_config(upstream_url: str, **overrides: Any) -> dict[str, Any]:
             {"name": "app-one", "owner": "alice@example.com", "api_key": APP_KEY, "llms": ["gpt"]},
             {"name": "app-two", "owner": "alice@example.com", "api_key": OTHER_KEY, "llms": []},
         ],
-    }  # fmt: skip
+    }
     config.update(overrides)
     return config
 
@@ -62,7 +72,9 @@ def base_config(upstream_url: str, **overrides: Any) -> dict[str, Any]:
 class Gateway:
     """A `tollgate serve` process on free loopback ports, with its own config file and database."""
 
-    def __init__(self, tmp: Path, config: dict[str, Any] | None, *args: str, env: dict[str, str] | None = None):
+    def __init__(
+        self, tmp: Path, config: dict[str, Any] | None, *args: str, env: dict[str, str] | None = None
+    ):
         self.tmp = tmp
         self.port = free_port()
         self.admin_port = free_port()
@@ -71,9 +83,20 @@ class Gateway:
         self.db = tmp / "tollgate.db"
         self.log = tmp / "gateway.log"
         command = [
-            sys.executable, "-m", "gateway", "serve", "--db", f"sqlite:///{self.db}",
-            "--port", str(self.port), "--admin-port", str(self.admin_port), "--drain-s", "0", *args,
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "gateway",
+            "serve",
+            "--db",
+            f"sqlite:///{self.db}",
+            "--port",
+            str(self.port),
+            "--admin-port",
+            str(self.admin_port),
+            "--drain-s",
+            "0",
+            *args,
+        ]
         if config is not None:
             path = tmp / "tollgate.yaml"
             path.write_text(yaml.safe_dump(config))
@@ -109,8 +132,9 @@ class Gateway:
         """Analytics records, newest first; with `expect`, wait until that many are there."""
         deadline = time.monotonic() + timeout
         while True:
-            data: list[dict[str, Any]] = self.admin("GET", "/api/v1/analytics/interactions",
-                                                    params={"limit": 10000, **params}).json()["data"]  # fmt: skip
+            data: list[dict[str, Any]] = self.admin(
+                "GET", "/api/v1/analytics/interactions", params={"limit": 10000, **params}
+            ).json()["data"]
             if expect is None or len(data) >= expect or time.monotonic() > deadline:
                 return data
             time.sleep(0.05)

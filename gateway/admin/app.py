@@ -39,7 +39,7 @@ def build_admin_app(service: ConfigService, store: Store, admin_token: str | Non
         async def endpoint(request: Request) -> Response:
             if request.method == "POST":
                 return JSON(await service.create(kind, await request.body()), status_code=201)
-            return JSON({"data": await service.list(kind)})
+            return JSON({"data": await service.entities(kind)})
 
         return endpoint
 

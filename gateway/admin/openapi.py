@@ -29,30 +29,41 @@ def document() -> dict[str, Any]:
             "parameters": id_param,
             "get": {"responses": {"200": one, "404": {"description": "unknown id"}}},
             "patch": {"requestBody": one, "responses": {"200": one, "404": {"description": "unknown id"}}},
-            "delete": {"responses": {"204": {"description": "deleted"}, "404": {"description": "unknown id"}}},
+            "delete": {
+                "responses": {"204": {"description": "deleted"}, "404": {"description": "unknown id"}}
+            },
         }
     record = {"$ref": _REF.format(name="AnalyticsRecord")}
     paths["/api/v1/analytics/interactions"] = {
         "get": {
-            "parameters": [_query(n) for n in ("app", "user", "llm", "since", "until")] + [_query("limit", "integer")],
+            "parameters": [_query(n) for n in ("app", "user", "llm", "since", "until")]
+            + [_query("limit", "integer")],
             "responses": {"200": {"content": {"application/json": {"schema": _data_of(record)}}}},
         }
     }
     paths["/api/v1/analytics/usage"] = {
         "get": {
             "parameters": [
-                {"name": "group_by", "in": "query", "required": True,
-                 "schema": {"enum": ["app", "user", "llm", "model", "day"]}},
-                _query("since"), _query("until"),
+                {
+                    "name": "group_by",
+                    "in": "query",
+                    "required": True,
+                    "schema": {"enum": ["app", "user", "llm", "model", "day"]},
+                },
+                _query("since"),
+                _query("until"),
             ],
             "responses": {"200": {"content": {"application/json": {"schema": _data_of({"type": "object"})}}}},
         }
-    }  # fmt: skip
+    }
     return {
         "openapi": "3.1.0",
         "info": {"title": "Tollgate admin API", "version": "1"},
         "security": [{"bearer": []}],
-        "components": {"schemas": components, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
         "paths": paths,
     }
 

@@ -45,7 +45,7 @@ class ConfigService:
     async def state(self) -> ConfigState:
         return ConfigState.from_rows(await self.store.load_config())
 
-    async def list(self, kind: str) -> list[dict[str, Any]]:
+    async def entities(self, kind: str) -> list[dict[str, Any]]:
         k = KINDS[kind]
         return [public(k, s) for s in (await self.state()).of(kind)]
 
@@ -150,7 +150,9 @@ def _as_row(data: bytes, key_hash: str | None, name: str, id: int = 0) -> Row:
 def _put(kind: str, stored: Stored, box: SecretBox, data: bytes | None = None) -> Put:
     if data is None:
         data, _ = to_stored(KINDS[kind], stored.entity, box, stored.key_hash)
-    return Put(kind, stored.name, _namespace(stored.entity), data, stored.key_hash, mode="update", id=stored.id)
+    return Put(
+        kind, stored.name, _namespace(stored.entity), data, stored.key_hash, mode="update", id=stored.id
+    )
 
 
 def _apply(state: ConfigState, updates: list[_Change], deletes: list[_Change]) -> ConfigState:
@@ -208,4 +210,3 @@ def _rewrite(value: Any, how: str, old: str, new: str | None) -> Any:
 def _with(stored: Stored, field: str, value: Any) -> Stored:
     entity = msgspec.structs.replace(stored.entity, **{field: value})
     return Stored(stored.id, stored.name, entity, stored.key_hash)
-

@@ -16,7 +16,10 @@ from tests.support import ADMIN_TOKEN, APP_KEY, UPSTREAM_KEY, Gateway, base_conf
 HELLO: Any = [{"role": "user", "content": "hello"}]
 
 NEW = {
-    "llms": ({"slug": "new-llm", "vendor": "openai", "api_base": "http://127.0.0.1:9/v1"}, {"default_model": "m"}),
+    "llms": (
+        {"slug": "new-llm", "vendor": "openai", "api_base": "http://127.0.0.1:9/v1"},
+        {"default_model": "m"},
+    ),
     "routes": ({"slug": "r", "targets": [{"llm": "gpt"}]}, {"strategy": "round_robin"}),
     "apps": ({"name": "new-app", "owner": "alice@example.com", "llms": ["gpt"]}, {"active": False}),
     "users": ({"email": "bob@example.com", "role": "admin"}, {"role": "developer"}),
@@ -50,7 +53,9 @@ def test_crud(gateway: Gateway, kind: str) -> None:
 
 def test_secrets_are_never_returned(gateway: Gateway) -> None:
     gateway.admin("POST", "/api/v1/secrets", json={"name": "TOP", "value": "top-secret-value-42"})
-    gateway.admin("POST", "/api/v1/llms", json={"slug": "lit", "vendor": "openai", "api_key": "sk-literal-key-77"})
+    gateway.admin(
+        "POST", "/api/v1/llms", json={"slug": "lit", "vendor": "openai", "api_key": "sk-literal-key-77"}
+    )
     everything = "".join(
         gateway.admin("GET", f"/api/v1/{kind}").text for kind in ("secrets", "llms", "apps", "users")
     )
@@ -61,11 +66,15 @@ def test_secrets_are_never_returned(gateway: Gateway) -> None:
     assert set(secret) == {"id", "name"}
     with gateway.db.open("rb") as db:  # sealed at rest, too
         raw = db.read()
-    assert b"top-secret-value-42" not in raw and b"sk-literal-key-77" not in raw and APP_KEY.encode() not in raw
+    assert (
+        b"top-secret-value-42" not in raw and b"sk-literal-key-77" not in raw and APP_KEY.encode() not in raw
+    )
 
 
 def test_created_app_key_is_shown_once_and_works_at_once(gateway: Gateway) -> None:
-    created = gateway.admin("POST", "/api/v1/apps", json={"name": "live", "owner": "alice@example.com", "llms": ["gpt"]})
+    created = gateway.admin(
+        "POST", "/api/v1/apps", json={"name": "live", "owner": "alice@example.com", "llms": ["gpt"]}
+    )
     key = created.json()["api_key"]
     assert key.startswith("tg-")
     assert gateway.admin("GET", f"/api/v1/apps/{created.json()['id']}").json()["api_key"] == "********"
@@ -90,16 +99,22 @@ def test_changes_take_effect_without_a_restart(gateway: Gateway, upstream: MockO
     gateway.admin("PATCH", f"/api/v1/apps/{app['id']}", json={"api_key": "tg-rotated-key-123"})
     with pytest.raises(openai.AuthenticationError):
         client.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
-    assert gateway.openai(key="tg-rotated-key-123").chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+    assert gateway.openai(key="tg-rotated-key-123").chat.completions.create(
+        model="gpt-4o-mini", messages=HELLO
+    )
 
 
 def test_rename_and_delete_carry_to_references(gateway: Gateway) -> None:
     llm = gateway.admin("GET", "/api/v1/llms").json()["data"][0]
-    assert gateway.admin("PATCH", f"/api/v1/llms/{llm['id']}", json={"slug": "gpt-renamed"}).status_code == 200
+    assert (
+        gateway.admin("PATCH", f"/api/v1/llms/{llm['id']}", json={"slug": "gpt-renamed"}).status_code == 200
+    )
     app = gateway.admin("GET", "/api/v1/apps").json()["data"][0]
     group = gateway.admin("GET", "/api/v1/groups").json()["data"][0]
     assert app["llms"] == ["gpt-renamed"] and group["llms"] == ["gpt-renamed"]
-    assert gateway.openai(llm="gpt-renamed").chat.completions.create(model="gpt-4o-mini", messages=HELLO).choices
+    assert (
+        gateway.openai(llm="gpt-renamed").chat.completions.create(model="gpt-4o-mini", messages=HELLO).choices
+    )
     assert gateway.admin("DELETE", f"/api/v1/llms/{llm['id']}").status_code == 204  # in use: never refused
     assert gateway.admin("GET", f"/api/v1/apps/{app['id']}").json()["llms"] == []
     assert gateway.admin("GET", f"/api/v1/groups/{group['id']}").json()["llms"] == []
@@ -113,7 +128,12 @@ def test_invalid_changes_are_refused_with_the_reason(gateway: Gateway) -> None:
         ("POST", "/api/v1/llms", {"slug": "x", "vendor": "nope"}, "vendor"),
         ("POST", "/api/v1/llms", {"slug": "x", "vendor": "openai", "bogus": 1}, "bogus"),
         ("POST", "/api/v1/apps", {"name": "x", "owner": "nobody@example.com"}, "unknown user"),
-        ("POST", "/api/v1/apps", {"name": "x", "owner": "alice@example.com", "llms": ["nope"]}, "unknown LLM"),
+        (
+            "POST",
+            "/api/v1/apps",
+            {"name": "x", "owner": "alice@example.com", "llms": ["nope"]},
+            "unknown LLM",
+        ),
         ("POST", "/api/v1/llms", {"slug": "x", "vendor": "openai", "allowed_models": ["("]}, "invalid regex"),
         ("POST", "/api/v1/llms", {"slug": "gpt", "vendor": "openai"}, "exists already"),
         ("PATCH", "/api/v1/llms/1", {"timeout_s": -1}, "timeout_s"),
@@ -132,9 +152,15 @@ def test_admin_auth(gateway: Gateway, start_gateway: StartGateway, upstream_url:
     bad = httpx.get(gateway.admin_url + "/api/v1/llms", headers={"authorization": "Bearer nope"})
     assert bad.status_code == 401 and bad.json()["error"]["code"] == "invalid_api_key"
     assert httpx.get(gateway.admin_url + "/openapi.json").status_code == 200
-    gateway.admin("POST", "/api/v1/users", json={"email": "root@example.com", "role": "admin", "api_key": "adm-user-key-1"})
+    gateway.admin(
+        "POST",
+        "/api/v1/users",
+        json={"email": "root@example.com", "role": "admin", "api_key": "adm-user-key-1"},
+    )
     gateway.admin("POST", "/api/v1/users", json={"email": "dev@example.com", "api_key": "dev-user-key-1"})
-    as_admin = httpx.get(gateway.admin_url + "/api/v1/llms", headers={"authorization": "Bearer adm-user-key-1"})
+    as_admin = httpx.get(
+        gateway.admin_url + "/api/v1/llms", headers={"authorization": "Bearer adm-user-key-1"}
+    )
     as_dev = httpx.get(gateway.admin_url + "/api/v1/llms", headers={"authorization": "Bearer dev-user-key-1"})
     assert as_admin.status_code == 200 and as_dev.status_code == 403
     assert ADMIN_TOKEN not in gateway.output()
@@ -148,8 +174,16 @@ def test_openapi_document(gateway: Gateway) -> None:
 
 
 def _traffic(gateway: Gateway) -> None:
-    gateway.admin("POST", "/api/v1/apps", json={"name": "second", "owner": "alice@example.com", "llms": ["gpt"],
-                                                "api_key": "tg-second-app-key"})  # fmt: skip
+    gateway.admin(
+        "POST",
+        "/api/v1/apps",
+        json={
+            "name": "second",
+            "owner": "alice@example.com",
+            "llms": ["gpt"],
+            "api_key": "tg-second-app-key",
+        },
+    )
     for key, n in ((APP_KEY, 3), ("tg-second-app-key", 2)):
         for _ in range(n):
             gateway.openai(key=key).chat.completions.create(model="gpt-4o-mini", messages=HELLO)
@@ -167,7 +201,9 @@ def test_interactions_filters_and_limit(gateway: Gateway) -> None:
     assert len(gateway.records(app="second")) == 2 == len(gateway.records(app=str(app_id)))
     assert len(gateway.records(user="alice@example.com")) == 5
     assert len(gateway.records(llm="gpt")) == 6
-    assert len(gateway.admin("GET", "/api/v1/analytics/interactions", params={"limit": 2}).json()["data"]) == 2
+    assert (
+        len(gateway.admin("GET", "/api/v1/analytics/interactions", params={"limit": 2}).json()["data"]) == 2
+    )
     huge = gateway.admin("GET", "/api/v1/analytics/interactions", params={"limit": 10**9})
     assert huge.status_code == 200 and len(huge.json()["data"]) == 6  # clamped, never refused
     future = gateway.admin("GET", "/api/v1/analytics/interactions", params={"since": "2999-01-01T00:00:00Z"})
@@ -212,5 +248,7 @@ def test_bootstrap_again_keeps_ids(start_gateway: StartGateway, upstream_url: st
     assert "app 'generated': generated API key tg-" in first.output()
     first.stop()
     again = start_gateway(config, "--db", f"sqlite:///{first.db}")
-    assert {kind: [e["id"] for e in again.admin("GET", f"/api/v1/{kind}").json()["data"]] for kind in NEW} == ids
+    assert {
+        kind: [e["id"] for e in again.admin("GET", f"/api/v1/{kind}").json()["data"]] for kind in NEW
+    } == ids
     assert "generated API key" not in again.output()  # generated once, kept since

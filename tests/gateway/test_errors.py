@@ -20,7 +20,9 @@ HELLO = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello
 
 def post(gateway: Gateway, path: str, key: str | None = APP_KEY, **kwargs: Any) -> httpx.Response:
     headers = {"authorization": f"Bearer {key}"} if key else {}
-    return httpx.post(gateway.url + path, headers={**headers, **kwargs.pop("headers", {})}, timeout=30, **kwargs)
+    return httpx.post(
+        gateway.url + path, headers={**headers, **kwargs.pop("headers", {})}, timeout=30, **kwargs
+    )
 
 
 def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
@@ -41,21 +43,38 @@ REFUSALS = [
     ("stream wrong type", dict(json={**HELLO, "stream": "yes"}), 400, "invalid_request"),
     ("missing key", dict(json=HELLO, key=None), 401, "invalid_api_key"),
     ("unknown key", dict(json=HELLO, key="tg-nope"), 401, "invalid_api_key"),
-    ("basic auth", dict(json=HELLO, key=None, headers={"authorization": "Basic dGc6eA=="}), 401, "invalid_api_key"),
+    (
+        "basic auth",
+        dict(json=HELLO, key=None, headers={"authorization": "Basic dGc6eA=="}),
+        401,
+        "invalid_api_key",
+    ),
     ("llm not granted", dict(json=HELLO, key=OTHER_KEY), 403, "model_not_allowed"),
     ("model not allowed", dict(json={**HELLO, "model": "o3-mini"}), 403, "model_not_allowed"),
     ("unknown llm", dict(json=HELLO, path="/openai/nope/v1/chat/completions"), 404, "llm_not_found"),
-    ("unknown llm beats grants", dict(json=HELLO, key=OTHER_KEY, path="/openai/nope/v1/chat/completions"), 404, "llm_not_found"),
+    (
+        "unknown llm beats grants",
+        dict(json=HELLO, key=OTHER_KEY, path="/openai/nope/v1/chat/completions"),
+        404,
+        "llm_not_found",
+    ),
     ("unknown endpoint", dict(json=HELLO, path="/openai/gpt/v1/completions"), 404, "not_found"),
     ("too large", dict(content=b'{"x": "' + b"a" * (10 * 1024 * 1024) + b'"}'), 413, "request_too_large"),
-    ("embeddings without input", dict(json={"model": "text-embedding-3-small"}, path="/openai/gpt/v1/embeddings"), 400, "invalid_request"),
-]  # fmt: skip
+    (
+        "embeddings without input",
+        dict(json={"model": "text-embedding-3-small"}, path="/openai/gpt/v1/embeddings"),
+        400,
+        "invalid_request",
+    ),
+]
 
 
 @pytest.mark.parametrize(
     ("request_kwargs", "status", "code"), [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS]
 )
-def test_refusals(gateway: Gateway, upstream: MockOpenAI, request_kwargs: dict[str, Any], status: int, code: str) -> None:
+def test_refusals(
+    gateway: Gateway, upstream: MockOpenAI, request_kwargs: dict[str, Any], status: int, code: str
+) -> None:
     kwargs = dict(request_kwargs)
     path = kwargs.pop("path", CHAT)
     key = kwargs.pop("key", APP_KEY)
@@ -73,7 +92,9 @@ def test_wrong_method(gateway: Gateway) -> None:
 
 def test_sdk_sees_openai_errors(gateway: Gateway) -> None:
     with pytest.raises(openai.AuthenticationError) as auth:
-        gateway.openai(key="tg-wrong").chat.completions.create(model="gpt-4o-mini", messages=HELLO["messages"])  # type: ignore[arg-type]
+        gateway.openai(key="tg-wrong").chat.completions.create(
+            model="gpt-4o-mini", messages=HELLO["messages"]
+        )  # type: ignore[arg-type]
     assert auth.value.code == "invalid_api_key"
     with pytest.raises(openai.PermissionDeniedError) as denied:
         gateway.openai().chat.completions.create(model="o3-mini", messages=HELLO["messages"])  # type: ignore[arg-type]
@@ -95,8 +116,9 @@ def test_upstream_errors_pass_through_with_their_status(gateway: Gateway, upstre
     assert statuses == [503, 429, 404]
 
 
-def test_upstream_rejecting_the_gateways_key_is_not_leaked(start_gateway: StartGateway, upstream: MockOpenAI,
-                                                            upstream_url: str) -> None:  # fmt: skip
+def test_upstream_rejecting_the_gateways_key_is_not_leaked(
+    start_gateway: StartGateway, upstream: MockOpenAI, upstream_url: str
+) -> None:
     config = base_config(upstream_url, secrets={"UPSTREAM": "sk-wrong-key-abcdefghijklmnop"})
     gateway = start_gateway(config)
     response = post(gateway, CHAT, json=HELLO)
@@ -125,8 +147,9 @@ def test_upstream_timeout(start_gateway: StartGateway, upstream: MockOpenAI, ups
     assert gateway.records(expect=1)[0]["status_code"] == 504
 
 
-def test_vendor_without_adapter_answers_501_and_the_rest_works(start_gateway: StartGateway, upstream: MockOpenAI,
-                                                               upstream_url: str) -> None:  # fmt: skip
+def test_vendor_without_adapter_answers_501_and_the_rest_works(
+    start_gateway: StartGateway, upstream: MockOpenAI, upstream_url: str
+) -> None:
     config = base_config(upstream_url)
     config["llms"].append({"slug": "claude", "vendor": "anthropic", "api_key": "k"})
     config["apps"][0]["llms"] = ["gpt", "claude"]

@@ -34,9 +34,12 @@ def test_200_concurrent_requests_give_200_records(gateway: Gateway, upstream: Mo
                 client.post(
                     CHAT,
                     headers={"authorization": f"Bearer {APP_KEY}"},
-                    json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"q{i}"}],
-                          "stream": i % 2 == 0},
-                )  # fmt: skip
+                    json={
+                        "model": "gpt-4o-mini",
+                        "messages": [{"role": "user", "content": f"q{i}"}],
+                        "stream": i % 2 == 0,
+                    },
+                )
                 for i in range(200)
             ]
             return [r.status_code for r in await asyncio.gather(*calls)]

@@ -31,9 +31,18 @@ def test_native_chat_is_passed_through_and_accounted(gateway: Gateway, upstream:
 
 
 def test_native_stream_is_passed_through_untouched(gateway: Gateway, upstream: MockOpenAI) -> None:
-    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}}
-    with httpx.stream("POST", gateway.url + "/proxy/gpt/chat/completions", json=body,
-                      headers={"authorization": f"Bearer {APP_KEY}"}) as response:  # fmt: skip
+    body = {
+        "model": "gpt-4o-mini",
+        "messages": MESSAGES,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    with httpx.stream(
+        "POST",
+        gateway.url + "/proxy/gpt/chat/completions",
+        json=body,
+        headers={"authorization": f"Bearer {APP_KEY}"},
+    ) as response:
         relayed = b"".join(response.iter_bytes())
     assert response.status_code == 200
     assert b'"choices":[]' in relayed.replace(b" ", b"") and relayed.endswith(b"data: [DONE]\n\n")
@@ -50,7 +59,9 @@ def test_native_stream_without_usage_is_not_changed(gateway: Gateway, upstream: 
 
 
 def test_get_with_query_string(gateway: Gateway, upstream: MockOpenAI) -> None:
-    response = httpx.get(gateway.url + "/proxy/gpt/models/gpt-4o?x=1", headers={"authorization": f"Bearer {APP_KEY}"})
+    response = httpx.get(
+        gateway.url + "/proxy/gpt/models/gpt-4o?x=1", headers={"authorization": f"Bearer {APP_KEY}"}
+    )
     assert response.status_code == 200 and response.json()["id"] == "gpt-4o"
     assert (upstream.requests[0].path, upstream.requests[0].query_string) == ("/v1/models/gpt-4o", "x=1")
 
@@ -75,9 +86,14 @@ def test_vendor_sdk_credentials_are_accepted_and_not_forwarded(
 
 def test_proxy_applies_the_same_policies(gateway: Gateway, upstream: MockOpenAI) -> None:
     def call(key: str, model: str) -> int:
-        return native(gateway, key).chat.completions.with_raw_response.create(
-            model=model, messages=MESSAGES  # type: ignore[arg-type]
-        ).http_response.status_code
+        return (
+            native(gateway, key)
+            .chat.completions.with_raw_response.create(
+                model=model,
+                messages=MESSAGES,  # type: ignore[arg-type]
+            )
+            .http_response.status_code
+        )
 
     with pytest.raises(openai.PermissionDeniedError):
         call(OTHER_KEY, "gpt-4o-mini")
@@ -90,8 +106,11 @@ def test_proxy_applies_the_same_policies(gateway: Gateway, upstream: MockOpenAI)
 
 
 def test_native_upstream_errors_pass_through(gateway: Gateway, upstream: MockOpenAI) -> None:
-    response = httpx.post(gateway.url + "/proxy/gpt/chat/completions", headers={"authorization": f"Bearer {APP_KEY}"},
-                          json={"model": "gpt-4o-mini", "messages": []})  # fmt: skip
+    response = httpx.post(
+        gateway.url + "/proxy/gpt/chat/completions",
+        headers={"authorization": f"Bearer {APP_KEY}"},
+        json={"model": "gpt-4o-mini", "messages": []},
+    )
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "messages"  # the vendor's own error, as it was
     assert gateway.records(expect=1)[0]["status_code"] == 400

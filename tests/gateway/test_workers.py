@@ -46,10 +46,14 @@ def _cmdline(pid: int) -> bytes:
 
 def fire(gateway: Gateway, count: int) -> list[int]:
     async def run() -> list[int]:
-        async with httpx.AsyncClient(base_url=gateway.url, timeout=60, limits=httpx.Limits(max_connections=50)) as c:
+        async with httpx.AsyncClient(
+            base_url=gateway.url, timeout=60, limits=httpx.Limits(max_connections=50)
+        ) as c:
             body = {"model": "gpt-4o-mini", "messages": HELLO}
             headers = {"authorization": f"Bearer {APP_KEY}"}
-            calls = [c.post("/openai/gpt/v1/chat/completions", json=body, headers=headers) for _ in range(count)]
+            calls = [
+                c.post("/openai/gpt/v1/chat/completions", json=body, headers=headers) for _ in range(count)
+            ]
             return [r.status_code for r in await asyncio.gather(*calls)]
 
     return asyncio.run(run())
@@ -74,20 +78,29 @@ def test_workers_are_processes_sharing_the_port(workers: Gateway) -> None:
 
 
 def test_admin_changes_reach_every_worker(workers: Gateway) -> None:
-    created = workers.admin("POST", "/api/v1/apps", json={"name": "late", "owner": "alice@example.com", "llms": ["gpt"]})
+    created = workers.admin(
+        "POST", "/api/v1/apps", json={"name": "late", "owner": "alice@example.com", "llms": ["gpt"]}
+    )
     key = created.json()["api_key"]
     time.sleep(1.5)  # workers poll the config version every 0.5 s
     client = workers.openai(key=key)
     for _ in range(30):  # many connections: each lands on some worker
-        assert client.with_options(http_client=httpx.Client()).chat.completions.create(
-            model="gpt-4o-mini", messages=HELLO  # type: ignore[arg-type]
-        ).choices
+        assert (
+            client.with_options(http_client=httpx.Client())
+            .chat.completions.create(
+                model="gpt-4o-mini",
+                messages=HELLO,  # type: ignore[arg-type]
+            )
+            .choices
+        )
     llm = workers.admin("GET", "/api/v1/llms").json()["data"][0]
     workers.admin("PATCH", f"/api/v1/llms/{llm['id']}", json={"active": False})
     time.sleep(1.5)
     for _ in range(30):
         with pytest.raises(openai.NotFoundError):
-            client.with_options(http_client=httpx.Client()).chat.completions.create(model="gpt-4o-mini", messages=HELLO)  # type: ignore[arg-type]
+            client.with_options(http_client=httpx.Client()).chat.completions.create(
+                model="gpt-4o-mini", messages=HELLO
+            )  # type: ignore[arg-type]
 
 
 def test_sigterm_stops_every_worker_and_keeps_every_record(workers: Gateway) -> None:

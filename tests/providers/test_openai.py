@@ -45,7 +45,11 @@ REQUESTS = [
         "stream options kept",
         {"model": "m", "stream": True, "stream_options": {"include_obfuscation": False}},
         {"stream": True, "has_stream_options": True},
-        {"model": "m", "stream": True, "stream_options": {"include_obfuscation": False, "include_usage": True}},
+        {
+            "model": "m",
+            "stream": True,
+            "stream_options": {"include_obfuscation": False, "include_usage": True},
+        },
     ),
     (
         "client asked for usage already",
@@ -56,8 +60,12 @@ REQUESTS = [
 ]
 
 
-@pytest.mark.parametrize(("body", "fields", "expected"), [r[1:] for r in REQUESTS], ids=[r[0] for r in REQUESTS])
-def test_chat_request(body: dict[str, object], fields: dict[str, object], expected: dict[str, object]) -> None:
+@pytest.mark.parametrize(
+    ("body", "fields", "expected"), [r[1:] for r in REQUESTS], ids=[r[0] for r in REQUESTS]
+)
+def test_chat_request(
+    body: dict[str, object], fields: dict[str, object], expected: dict[str, object]
+) -> None:
     request = provider().request(chat(body, **fields))
     assert request.url == "http://up.test/v1/chat/completions"
     assert request.headers["authorization"] == f"Bearer {SECRET}"
@@ -72,11 +80,20 @@ def test_unchanged_body_is_forwarded_byte_for_byte() -> None:
 
 def test_proxy_request_keeps_path_query_and_headers_but_no_client_credentials() -> None:
     call = Call(
-        op=Operation.PROXY, body=b"", method="GET", path="models/gpt-4o", query="a=1", headers={"x-trace": "t"}
+        op=Operation.PROXY,
+        body=b"",
+        method="GET",
+        path="models/gpt-4o",
+        query="a=1",
+        headers={"x-trace": "t"},
     )
     request = provider(organization="org-1").request(call)
     assert request.url == "http://up.test/v1/models/gpt-4o?a=1"
-    assert request.headers == {"x-trace": "t", "authorization": f"Bearer {SECRET}", "openai-organization": "org-1"}
+    assert request.headers == {
+        "x-trace": "t",
+        "authorization": f"Bearer {SECRET}",
+        "openai-organization": "org-1",
+    }
     assert request.body is None
 
 
@@ -84,7 +101,13 @@ USAGES = [
     ("chat", {"usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}, Usage(10, 5)),
     (
         "cached",
-        {"usage": {"prompt_tokens": 10, "completion_tokens": 5, "prompt_tokens_details": {"cached_tokens": 4}}},
+        {
+            "usage": {
+                "prompt_tokens": 10,
+                "completion_tokens": 5,
+                "prompt_tokens_details": {"cached_tokens": 4},
+            }
+        },
         Usage(10, 5, cache_read_tokens=4),
     ),
     ("embeddings", {"usage": {"prompt_tokens": 7, "total_tokens": 7}}, Usage(7, 0)),
@@ -110,7 +133,11 @@ def _sse(*payloads: object) -> bytes:
 
 CONTENT = {"choices": [{"index": 0, "delta": {"content": "Hel"}}], "usage": None}
 MORE = {"choices": [{"index": 0, "delta": {"content": "lo"}}], "usage": None}
-USAGE = {"choices": [], "model": "gpt-4o-mini-2024-07-18", "usage": {"prompt_tokens": 8, "completion_tokens": 2}}
+USAGE = {
+    "choices": [],
+    "model": "gpt-4o-mini-2024-07-18",
+    "usage": {"prompt_tokens": 8, "completion_tokens": 2},
+}
 
 
 def test_stream_drops_the_usage_chunk_the_client_did_not_ask_for() -> None:
@@ -159,7 +186,9 @@ def test_stream_without_usage_gives_text_for_counting() -> None:
 
 
 def test_upstream_error_keeps_status_code_and_retry_after() -> None:
-    body = orjson.dumps({"error": {"message": "slow down", "type": "requests", "code": "rate_limit_exceeded"}})
+    body = orjson.dumps(
+        {"error": {"message": "slow down", "type": "requests", "code": "rate_limit_exceeded"}}
+    )
     error = provider().error(chat({}), 429, body, {"retry-after": "3"})
     assert isinstance(error, UpstreamStatus)
     assert (error.status, error.code, error.headers) == (429, "rate_limit_exceeded", {"retry-after": "3"})
@@ -168,7 +197,9 @@ def test_upstream_error_keeps_status_code_and_retry_after() -> None:
 
 @pytest.mark.parametrize("status", [401, 403])
 def test_upstream_auth_errors_never_show_the_vendors_message(status: int) -> None:
-    body = orjson.dumps({"error": {"message": f"Incorrect API key provided: {SECRET}", "code": "invalid_api_key"}})
+    body = orjson.dumps(
+        {"error": {"message": f"Incorrect API key provided: {SECRET}", "code": "invalid_api_key"}}
+    )
     error = provider().error(chat({}), status, body, {})
     assert error.status == status and error.code == "upstream_auth_error"
     assert SECRET not in error.body().decode() and "sk-" not in error.body().decode()

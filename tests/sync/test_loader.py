@@ -100,26 +100,90 @@ def _with(change: str) -> str:
 
 
 ERRORS = [
-    ("bad vendor", _with("vendor: openai\n => vendor: openia\n"), "llms 'gpt': field 'vendor': Invalid enum value 'openia'"),
-    ("unknown field", _with("timeout_s: 600 => timeot_s: 600"), "llms 'gpt': field 'timeot_s': unknown field"),
-    ("bad type", _with("monthly_budget_usd: 500 => monthly_budget_usd: lots"), "llms 'gpt': field 'monthly_budget_usd'"),
-    ("negative", _with("monthly_budget_usd: 20 => monthly_budget_usd: -1"), "apps 'support-bot': field 'monthly_budget_usd'"),
-    ("bad regex", _with('allowed_models: ["gpt-4o.*"] => allowed_models: ["gpt-(4o"]'), "llms 'gpt': field 'allowed_models': invalid regex"),
-    ("default not allowed", _with("default_model: gpt-4o-mini => default_model: o1"), "llms 'gpt': field 'default_model'"),
-    ("unknown secret", _with("$SECRET/OPENAI_KEY => $SECRET/NOPE"), "llms 'gpt': field 'api_key': unknown secret 'NOPE'"),
-    ("unknown owner", _with("owner: alice@example.com => owner: bob@example.com"), "apps 'support-bot': field 'owner': unknown user"),
-    ("unknown llm", _with("llms: [gpt]\n    monthly => llms: [gtp]\n    monthly"), "apps 'support-bot': field 'llms': unknown LLM or route 'gtp'"),
-    ("unknown group", _with("groups: [ml-team] => groups: [nobody]"), "users 'alice@example.com': field 'groups': unknown group"),
-    ("unknown filter", _with("filters: [pii] => filters: [pi]"), "llms 'gpt': field 'filters': unknown filter 'pi'"),
-    ("bad filter kind", _with("kind: pii_redact => kind: pii"), "filters 'pii': field 'kind': unknown kind 'pii'"),
-    ("bad filter phase", _with("phase: post_auth\n    kind: pii => phase: pre_auth\n    kind: pii"), "filters 'pii': field 'phase'"),
-    ("vendor field", _with("anthropic_version: \"2023-06-01\" => organization: o"), "llms 'claude': field 'organization': does not apply"),
+    (
+        "bad vendor",
+        _with("vendor: openai\n => vendor: openia\n"),
+        "llms 'gpt': field 'vendor': Invalid enum value 'openia'",
+    ),
+    (
+        "unknown field",
+        _with("timeout_s: 600 => timeot_s: 600"),
+        "llms 'gpt': field 'timeot_s': unknown field",
+    ),
+    (
+        "bad type",
+        _with("monthly_budget_usd: 500 => monthly_budget_usd: lots"),
+        "llms 'gpt': field 'monthly_budget_usd'",
+    ),
+    (
+        "negative",
+        _with("monthly_budget_usd: 20 => monthly_budget_usd: -1"),
+        "apps 'support-bot': field 'monthly_budget_usd'",
+    ),
+    (
+        "bad regex",
+        _with('allowed_models: ["gpt-4o.*"] => allowed_models: ["gpt-(4o"]'),
+        "llms 'gpt': field 'allowed_models': invalid regex",
+    ),
+    (
+        "default not allowed",
+        _with("default_model: gpt-4o-mini => default_model: o1"),
+        "llms 'gpt': field 'default_model'",
+    ),
+    (
+        "unknown secret",
+        _with("$SECRET/OPENAI_KEY => $SECRET/NOPE"),
+        "llms 'gpt': field 'api_key': unknown secret 'NOPE'",
+    ),
+    (
+        "unknown owner",
+        _with("owner: alice@example.com => owner: bob@example.com"),
+        "apps 'support-bot': field 'owner': unknown user",
+    ),
+    (
+        "unknown llm",
+        _with("llms: [gpt]\n    monthly => llms: [gtp]\n    monthly"),
+        "apps 'support-bot': field 'llms': unknown LLM or route 'gtp'",
+    ),
+    (
+        "unknown group",
+        _with("groups: [ml-team] => groups: [nobody]"),
+        "users 'alice@example.com': field 'groups': unknown group",
+    ),
+    (
+        "unknown filter",
+        _with("filters: [pii] => filters: [pi]"),
+        "llms 'gpt': field 'filters': unknown filter 'pi'",
+    ),
+    (
+        "bad filter kind",
+        _with("kind: pii_redact => kind: pii"),
+        "filters 'pii': field 'kind': unknown kind 'pii'",
+    ),
+    (
+        "bad filter phase",
+        _with("phase: post_auth\n    kind: pii => phase: pre_auth\n    kind: pii"),
+        "filters 'pii': field 'phase'",
+    ),
+    (
+        "vendor field",
+        _with('anthropic_version: "2023-06-01" => organization: o'),
+        "llms 'claude': field 'organization': does not apply",
+    ),
     ("azure needs base", _with('api_base: "https://n.openai.azure.com", => '), "llms 'az': field 'api_base'"),
     ("duplicate slug", _with("slug: gemini => slug: gpt"), "llms 'gpt': defined more than once"),
     ("bad slug", _with("slug: gemini => slug: gem/ini"), "llms 'gem/ini': field 'slug'"),
-    ("route target", _with("{llm: claude, priority: 1} => {llm: nope}"), "routes 'smart': field 'targets': unknown LLM 'nope'"),
+    (
+        "route target",
+        _with("{llm: claude, priority: 1} => {llm: nope}"),
+        "routes 'smart': field 'targets': unknown LLM 'nope'",
+    ),
     ("retry status", _with("on: [429, 500 => on: [99, 500"), "routes 'smart': field 'retry.on[0]'"),
-    ("missing field", _with("    vendor: openai\n    api_base => #\n    api_base"), "llms 'gpt': field 'vendor': is required"),
+    (
+        "missing field",
+        _with("    vendor: openai\n    api_base => #\n    api_base"),
+        "llms 'gpt': field 'vendor': is required",
+    ),
     ("unknown section", FULL + "\nlimits: {}\n", "field 'limits': unknown field"),
 ]
 
@@ -136,7 +200,9 @@ def test_mistakes_name_file_entry_and_field(tmp_path: Path, text: str, expected:
 
 
 def test_unset_environment_variable_is_named(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"field 'secrets.OPENAI_KEY': environment variable OPENAI_API_KEY is not set"):
+    with pytest.raises(
+        ConfigError, match=r"field 'secrets.OPENAI_KEY': environment variable OPENAI_API_KEY is not set"
+    ):
         load_config(write(tmp_path, FULL), {})
 
 

@@ -1,0 +1,63 @@
+"""The reference line: a bare pass-through proxy on the gateway's own stack (uvicorn + httptools + uvloop
+server, one pooled aiohttp client), doing nothing but forwarding. Tollgate is measured against it.
+
+    python bench/passthrough.py --port 9302 --upstream http://127.0.0.1:9301 --api-key K
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import aiohttp
+import uvicorn
+
+
+class PassThrough:
+    def __init__(self, upstream: str, api_key: str) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.headers = {"content-type": "application/json", "authorization": f"Bearer {api_key}"}
+        self.session: aiohttp.ClientSession | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        if self.session is None:
+            self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        chunks = []
+        more = True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        url = self.upstream + "/v1/chat/completions"
+        async with self.session.post(url, data=b"".join(chunks), headers=self.headers) as response:
+            body = await response.read()
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+            await send({"type": "http.response.start", "status": response.status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--upstream", required=True)
+    parser.add_argument("--api-key", default="")
+    args = parser.parse_args()
+    app = PassThrough(args.upstream, args.api_key)
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="off",
+        access_log=False,
+        log_level="warning",
+        proxy_headers=False,
+        server_header=False,
+    )
+
+
+if __name__ == "__main__":
+    main()
