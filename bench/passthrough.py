@@ -1,7 +1,9 @@
 """The reference line: a bare pass-through proxy on the gateway's own stack (uvicorn + httptools + uvloop
 server, one pooled aiohttp client), doing nothing but forwarding. Tollgate is measured against it.
 
-    python bench/passthrough.py --port 9302 --upstream http://127.0.0.1:9301 --api-key K
+    python bench/passthrough.py --port 9302 --upstream http://127.0.0.1:9301 --api-key K [--client httpx]
+
+`--client httpx` swaps the upstream client, to compare the two (bench/clients.py).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import argparse
 from typing import Any
 
 import aiohttp
+import httpx
 import uvicorn
 
 
@@ -38,13 +41,37 @@ class PassThrough:
             await send({"type": "http.response.body", "body": body})
 
 
+class HttpxPassThrough(PassThrough):
+    client: httpx.AsyncClient | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        if self.client is None:
+            limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+            self.client = httpx.AsyncClient(limits=limits, timeout=300)
+        chunks = []
+        more = True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        url = self.upstream + "/v1/chat/completions"
+        response = await self.client.post(url, content=b"".join(chunks), headers=self.headers)
+        body = response.content
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--api-key", default="")
+    parser.add_argument("--client", choices=["aiohttp", "httpx"], default="aiohttp")
     args = parser.parse_args()
-    app = PassThrough(args.upstream, args.api_key)
+    app = (HttpxPassThrough if args.client == "httpx" else PassThrough)(args.upstream, args.api_key)
     uvicorn.run(
         app,
         host="127.0.0.1",

@@ -84,6 +84,19 @@ def process(command: list[str], ready_url: str, log: Path) -> Iterator[subproces
             proc.kill()
 
 
+def write_scripts(directory: Path) -> dict[str, Path]:
+    """wrk scripts posting the chat body: with the app key ("app") and with the upstream's key."""
+    scripts = {"app": directory / "chat-app.lua", "upstream": directory / "chat-upstream.lua"}
+    for name, key in (("app", APP_KEY), ("upstream", UPSTREAM_KEY)):
+        scripts[name].write_text(
+            'wrk.method = "POST"\n'
+            f"wrk.body = {json.dumps(json.dumps(BODY))}\n"
+            'wrk.headers["Content-Type"] = "application/json"\n'
+            f'wrk.headers["Authorization"] = "Bearer {key}"\n'
+        )
+    return scripts
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime, all threads
@@ -231,14 +244,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="tollgate-bench-"))
     ports = {name: free_port() for name in ("upstream", "passthrough", "tollgate", "admin")}
     upstream_url = f"http://127.0.0.1:{ports['upstream']}"
-    scripts = {key: tmp / f"chat-{i}.lua" for i, key in enumerate((APP_KEY, UPSTREAM_KEY))}
-    for key, script in scripts.items():
-        script.write_text(
-            'wrk.method = "POST"\n'
-            f"wrk.body = {json.dumps(json.dumps(BODY))}\n"
-            'wrk.headers["Content-Type"] = "application/json"\n'
-            f'wrk.headers["Authorization"] = "Bearer {key}"\n'
-        )
+    scripts = write_scripts(tmp)
     config = tmp / "tollgate.yaml"
     config.write_text(yaml.safe_dump(tollgate_config(upstream_url)))
     python = sys.executable
@@ -299,8 +305,9 @@ def main() -> None:
         for round_ in range(args.rounds):
             print(f"round {round_ + 1}/{args.rounds}", flush=True)
             for target in targets:
-                key = UPSTREAM_KEY if target.name == "upstream" else APP_KEY  # the pass-through adds its own
-                measure(target, scripts[key], args.load_core, args)
+                # the mock wants its own key; the pass-through and the gateway add it themselves
+                script = scripts["upstream" if target.name == "upstream" else "app"]
+                measure(target, script, args.load_core, args)
         recorded = analytics_count(ports["admin"])
     result = summary(targets)
     table = markdown(result)

@@ -97,7 +97,7 @@ class GatewayHandler:
         app_name = app.name if app else ""
         self.runtime.metrics.observe(llm_slug, app_name, ctx.status, elapsed, usage, ctx.cost)
         if ctx.upstream_s:
-            self.runtime.metrics.upstream_latency.labels(llm_slug).observe(ctx.upstream_s)
+            self.runtime.metrics.observe_upstream(llm_slug, ctx.upstream_s)
         interaction = _INTERACTION.get(ctx.op) if ctx.op else None
         if interaction is None:  # the model list and unknown endpoints are not interactions
             return

@@ -75,6 +75,7 @@ class Metrics:
         )
         # label lookups cost microseconds each; requests reuse the children of their (llm, app, status)
         self._children: dict[tuple[str, str, int], _Children] = {}
+        self._upstream: dict[str, Histogram] = {}
 
     def observe(
         self, llm: str, app: str, status: int, seconds: float, usage: Usage | None, cost: float
@@ -93,6 +94,12 @@ class Metrics:
                 cache_write.inc(usage.cache_write_tokens)
         if cost:
             spent.inc(cost)
+
+    def observe_upstream(self, llm: str, seconds: float) -> None:
+        child = self._upstream.get(llm)
+        if child is None:
+            child = self._upstream[llm] = self.upstream_latency.labels(llm)
+        child.observe(seconds)
 
     def _make_children(self, key: tuple[str, str, int]) -> _Children:
         llm, app, status = key

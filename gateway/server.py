@@ -26,11 +26,12 @@ from gateway.app import GatewayApp
 from gateway.runtime import Runtime
 from gateway.settings import Settings
 from gateway.types import ASGIApp
+from store.base import StoreError
 from store.sqlite import SqliteStore
-from sync.bootstrap import apply_bootstrap
+from sync.bootstrap import BootstrapError, apply_bootstrap
 from sync.loader import ConfigError, load_config
 from sync.model import ConfigFile
-from sync.secrets import SecretBox
+from sync.secrets import SecretBox, SecretError
 
 log = logging.getLogger("tollgate")
 
@@ -84,7 +85,10 @@ def secret_box(settings: Settings) -> SecretBox:
     if settings.secret_key:
         return SecretBox.from_passphrase(settings.secret_key)
     path = settings.sqlite_path
-    return SecretBox.from_key_file(path.with_name(path.name + ".key"))
+    try:
+        return SecretBox.from_key_file(path.with_name(path.name + ".key"))
+    except (SecretError, OSError) as exc:
+        raise StartupError(f"the secrets key file: {exc}") from None
 
 
 def check(settings: Settings) -> ConfigFile | None:
@@ -93,6 +97,9 @@ def check(settings: Settings) -> ConfigFile | None:
         if settings.db.startswith(("postgresql://", "postgres://")):
             raise StartupError("--db postgresql:// is not built yet in this version; use sqlite:///PATH")
         raise StartupError(f"--db {settings.db!r}: expected sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
+    path = settings.sqlite_path
+    if not path.name or path.is_dir():
+        raise StartupError(f"--db {settings.db!r}: expected sqlite:///PATH to a database file")
     if settings.workers < 1:
         raise StartupError("--workers must be at least 1")
     if settings.config is None:
@@ -112,12 +119,32 @@ def notes(settings: Settings, cfg: ConfigFile | None) -> list[str]:
 
 
 async def open_store(settings: Settings, box: SecretBox, cfg: ConfigFile | None) -> SqliteStore:
+    """The migrated store with the bootstrap applied; a failure closes it again (its thread would keep
+    the process alive) and becomes a one-line StartupError."""
     store = SqliteStore(settings.sqlite_path)
-    await store.open()
-    if cfg is not None:
-        for app, key in await apply_bootstrap(store, box, cfg):
-            print(f"app '{app}': generated API key {key} (shown once; keep it)", flush=True)
+    try:
+        await store.open()
+        if cfg is not None:
+            for app, key in await apply_bootstrap(store, box, cfg):
+                print(f"app '{app}': generated API key {key} (shown once; keep it)", flush=True)
+    except BaseException as exc:
+        await store.close()
+        if isinstance(exc, StoreError | BootstrapError | SecretError):
+            raise StartupError(str(exc)) from None
+        raise
     return store
+
+
+async def start_runtime(runtime: Runtime) -> None:
+    try:
+        await runtime.start()
+    except BaseException as exc:
+        await runtime.stop()
+        if isinstance(exc, SecretError):
+            raise StartupError(
+                f"{exc} (is TOLLGATE_SECRET_KEY the one these secrets were sealed with?)"
+            ) from None
+        raise
 
 
 async def serve_single(settings: Settings, cfg: ConfigFile | None) -> None:
@@ -125,7 +152,11 @@ async def serve_single(settings: Settings, cfg: ConfigFile | None) -> None:
     box = secret_box(settings)
     store = await open_store(settings, box, cfg)
     runtime = Runtime(store, box, notes=notes(settings, cfg), max_body_bytes=settings.max_body_bytes)
-    await runtime.start()
+    try:
+        await start_runtime(runtime)
+    except BaseException:
+        await store.close()
+        raise
     try:
         servers = [
             ("gateway", make_server(GatewayApp(runtime), settings), bind(settings.host, settings.port))

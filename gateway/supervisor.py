@@ -32,10 +32,12 @@ from gateway.server import (
     run_servers,
     secret_box,
     side_servers,
+    start_runtime,
 )
 from gateway.settings import Settings
 from store.sqlite import SqliteStore
 from sync.model import ConfigFile
+from sync.secrets import SecretBox
 
 log = logging.getLogger("tollgate")
 _spawn = multiprocessing.get_context("spawn")
@@ -59,6 +61,11 @@ def serve_workers(settings: Settings, cfg: ConfigFile | None) -> None:
 async def _parent(settings: Settings, cfg: ConfigFile | None, sock: socket.socket) -> None:
     box = secret_box(settings)  # creates the key file before any worker could race for it
     store = await open_store(settings, box, cfg)
+    try:
+        await _check_secrets(store, box)
+    except BaseException:
+        await store.close()
+        raise
     pool = WorkerPool(settings, notes(settings, cfg), sock)
     pool.start()
     host, port = sock.getsockname()[:2]
@@ -144,12 +151,23 @@ def worker_main(settings: Settings, notes: list[str], sock: socket.socket) -> No
     run_loop(_worker(settings, notes, sock))
 
 
+async def _check_secrets(store: SqliteStore, box: SecretBox) -> None:
+    """Build one snapshot in the parent, so a wrong master key is one line here, not N crashing workers."""
+    probe = Runtime(store, box)
+    await start_runtime(probe)
+    await probe.stop()
+
+
 async def _worker(settings: Settings, notes: list[str], sock: socket.socket) -> None:
     box = secret_box(settings)
     store = SqliteStore(settings.sqlite_path)
     await store.open()
     runtime = Runtime(store, box, notes=notes, max_body_bytes=settings.max_body_bytes)
-    await runtime.start()
+    try:
+        await start_runtime(runtime)
+    except BaseException:
+        await store.close()
+        raise
     try:
         server = make_server(GatewayApp(runtime), settings)
         await run_servers(

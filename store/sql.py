@@ -66,6 +66,7 @@ def _match(params: Params, id_column: str, name_column: str, value: str) -> str:
 
 
 def interactions_query(query: InteractionQuery, params: Params) -> tuple[str, list[Any]]:
+    """Newest first; records with equal timestamps (a route's attempts) in the order they were recorded."""
     extra = []
     if query.app is not None:
         extra.append(_match(params, "app_id", "app_name", query.app))
@@ -75,7 +76,7 @@ def interactions_query(query: InteractionQuery, params: Params) -> tuple[str, li
         extra.append(_match(params, "llm_id", "llm_slug", query.llm))
     where = _where(params, query.since, query.until, extra)
     limit = params.add(query.limit)
-    statement = f"SELECT {_SELECT_RECORD} FROM analytics{where} ORDER BY ts DESC, id DESC LIMIT {limit}"
+    statement = f"SELECT {_SELECT_RECORD} FROM analytics{where} ORDER BY ts DESC, id LIMIT {limit}"
     return statement, params.values
 
 

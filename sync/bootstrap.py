@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import msgspec
 
-from store.base import Put, Store
+from store.base import Conflict, Put, Store
 from sync.entities import KINDS, generate_key, hash_key, to_stored
 from sync.model import App, ConfigFile, Entity, Secret
 from sync.secrets import SecretBox
@@ -17,6 +17,10 @@ from sync.state import ConfigState
 
 # Referenced kinds first, so the store never holds a reference to something not yet written.
 _ORDER = ("secrets", "users", "groups", "filters", "prices", "llms", "routes", "apps")
+
+
+class BootstrapError(Exception):
+    """The file cannot be applied to what the store holds; the message is one line for the operator."""
 
 
 async def apply_bootstrap(store: Store, box: SecretBox, cfg: ConfigFile) -> list[tuple[str, str]]:
@@ -46,8 +50,25 @@ async def apply_bootstrap(store: Store, box: SecretBox, cfg: ConfigFile) -> list
                     generated[name] = generate_key()
                     entity = msgspec.structs.replace(entity, api_key=generated[name])
             data, key_hash = to_stored(kind, entity, box, existing.key_hash if existing else None)
+            _check_key_owner(current, kind_name, name, key_hash)
             namespace = getattr(entity, "namespace", "")
             ops.append(Put(kind_name, name, namespace, data, key_hash, mode="upsert", keep_key=keep_key))
-    rows = await store.write(ops) if ops else []
+    try:
+        rows = await store.write(ops) if ops else []
+    except Conflict as exc:
+        raise BootstrapError(f"the file cannot be applied to the store: {exc}") from None
     won = {row.name: row.key_hash for row, op in zip(rows, ops, strict=True) if row and op.kind == "apps"}
     return [(name, key) for name, key in generated.items() if won.get(name) == hash_key(key)]
+
+
+def _check_key_owner(current: ConfigState, kind: str, name: str, key_hash: str | None) -> None:
+    """A fixed key that another entity in the store holds (e.g. the app was renamed in the file) is refused:
+    moving it silently would hand one app's credential to another."""
+    if key_hash is None:
+        return
+    holder = next((s for s in current.of(kind) if s.key_hash == key_hash and s.name != name), None)
+    if holder is not None:
+        raise BootstrapError(
+            f"{kind} '{name}': field 'api_key': the store gives that key to '{holder.name}' already "
+            f"(renamed in the file? rename or delete '{holder.name}' through the admin API first)"
+        )

@@ -28,7 +28,7 @@ class Rate(msgspec.Struct, frozen=True):
 
 
 class PriceBook:
-    """Exact model match first, then the longest configured model that prefixes it at a `-` or `@`.
+    """Exact model match first, then the longest configured model that prefixes it at a `-`, `@` or `:`.
 
     Vendors answer with dated names (`gpt-4o-mini-2024-07-18`) for an undated price (`gpt-4o-mini`).
     """

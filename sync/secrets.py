@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import binascii
+import contextlib
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -37,20 +40,25 @@ class SecretBox:
 
     @classmethod
     def from_key_file(cls, path: Path) -> SecretBox:
-        """Load the key file, creating it (mode 0600) with a fresh random key when it does not exist."""
+        """Load the key file, creating it (mode 0600) with a fresh random key when it does not exist.
+
+        The key is written to a private temporary file and linked into place, so a process starting at
+        the same moment sees either no file or a whole one, and every process ends up with the same key.
+        """
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    out.write(base64.b64encode(secrets.token_bytes(32)) + b"\n")
+                with contextlib.suppress(FileExistsError):  # another process won: use theirs
+                    os.link(temporary, path)
+            finally:
+                os.unlink(temporary)
         try:
             return cls(base64.b64decode(path.read_bytes().strip(), validate=True))
-        except FileNotFoundError:
-            pass
-        key = secrets.token_bytes(32)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process created it first: use theirs
-            return cls(base64.b64decode(path.read_bytes().strip(), validate=True))
-        with os.fdopen(fd, "wb") as out:
-            out.write(base64.b64encode(key) + b"\n")
-        return cls(key)
+        except (ValueError, binascii.Error) as exc:
+            raise SecretError(f"the key file {path} is not a base64 32-byte key ({exc})") from None
 
     @staticmethod
     def is_sealed(value: str) -> bool:
