@@ -65,7 +65,7 @@ class Runtime:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
         self._http = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
         self.analytics.start()
-        self._watcher = asyncio.create_task(self._watch(), name="config-watcher")
+        self._watcher = asyncio.create_task(self._housekeeping(), name="housekeeping")
 
     async def stop(self, grace_s: float = 2.0) -> None:
         """After the servers stopped: let cancelled requests record themselves, flush, close."""
@@ -78,6 +78,7 @@ class Runtime:
                 break
             await asyncio.sleep(0.05)
         await self.analytics.close()
+        self.metrics.flush()
         if self._http is not None:
             await self._http.close()
 
@@ -95,9 +96,11 @@ class Runtime:
             if warning not in previous:
                 log.warning("%s", warning)
 
-    async def _watch(self) -> None:
+    async def _housekeeping(self) -> None:
+        """Twice a second: move request metrics into prometheus-client, and reload a changed config."""
         while True:
             await asyncio.sleep(WATCH_INTERVAL_S)
+            self.metrics.flush()
             try:
                 if await self.store.config_version() != self.snapshot.version:
                     await self.reload()
