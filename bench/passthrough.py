@@ -3,7 +3,8 @@ server, one pooled aiohttp client), doing nothing but forwarding. Tollgate is me
 
     python bench/passthrough.py --port 9302 --upstream http://127.0.0.1:9301 --api-key K [--client httpx]
 
-`--client httpx` swaps the upstream client, to compare the two (bench/clients.py).
+`--client httpx` swaps the upstream client, and `--starlette` puts Starlette's router (with the gateway's
+route table) in front, to measure what each costs (bench/clients.py).
 """
 
 from __future__ import annotations
@@ -64,14 +65,36 @@ class HttpxPassThrough(PassThrough):
         await send({"type": "http.response.body", "body": body})
 
 
+def routed(endpoint: Any) -> Any:
+    """`endpoint` behind Starlette's router and default middleware, with the gateway's routes."""
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def plain(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    return Starlette(
+        routes=[
+            Route("/healthz", plain), Route("/readyz", plain), Route("/metrics", plain),
+            Route("/openai/{llm}/v1/chat/completions", endpoint, methods=["POST"]),
+            Route("/openai/{llm}/v1/embeddings", endpoint, methods=["POST"]),
+            Route("/proxy/{llm}/{path:path}", endpoint),
+        ]
+    )  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--api-key", default="")
     parser.add_argument("--client", choices=["aiohttp", "httpx"], default="aiohttp")
+    parser.add_argument("--starlette", action="store_true")
     args = parser.parse_args()
-    app = (HttpxPassThrough if args.client == "httpx" else PassThrough)(args.upstream, args.api_key)
+    app: Any = (HttpxPassThrough if args.client == "httpx" else PassThrough)(args.upstream, args.api_key)
+    if args.starlette:
+        app = routed(app)
     uvicorn.run(
         app,
         host="127.0.0.1",

@@ -2,8 +2,8 @@
 
 endpoint → LLM → body → call → chain (pre_auth, auth, post_auth) → provider → relay → accounting → record.
 
-A raw ASGI callable: the hot path skips Starlette's router and Request/Response objects (see
-bench/README.md for what that saves). Every refusal is a TollgateError, rendered here in one place and
+A raw ASGI callable: the hot path skips Starlette's router and Request/Response objects (bench/README.md
+says what that saves). Every refusal is a TollgateError, rendered here in one place and
 recorded like any other interaction.
 """
 
