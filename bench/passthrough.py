@@ -17,6 +17,16 @@ import httpx
 import uvicorn
 
 
+async def read_body(receive: Any) -> bytes:
+    chunks = []
+    more = True
+    while more:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
 class PassThrough:
     def __init__(self, upstream: str, api_key: str) -> None:
         self.upstream = upstream.rstrip("/")
@@ -28,14 +38,8 @@ class PassThrough:
             return
         if self.session is None:
             self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-        chunks = []
-        more = True
-        while more:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
         url = self.upstream + "/v1/chat/completions"
-        async with self.session.post(url, data=b"".join(chunks), headers=self.headers) as response:
+        async with self.session.post(url, data=await read_body(receive), headers=self.headers) as response:
             body = await response.read()
             headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
             await send({"type": "http.response.start", "status": response.status, "headers": headers})
@@ -51,14 +55,8 @@ class HttpxPassThrough(PassThrough):
         if self.client is None:
             limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
             self.client = httpx.AsyncClient(limits=limits, timeout=300)
-        chunks = []
-        more = True
-        while more:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
         url = self.upstream + "/v1/chat/completions"
-        response = await self.client.post(url, content=b"".join(chunks), headers=self.headers)
+        response = await self.client.post(url, content=await read_body(receive), headers=self.headers)
         body = response.content
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": response.status_code, "headers": headers})

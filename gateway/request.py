@@ -113,27 +113,24 @@ def parse_call(op: Operation, body: bytes) -> Call:
         raise InvalidRequest(f"invalid request body: {exc}") from None
     except (msgspec.DecodeError, RecursionError):
         raise InvalidRequest("the request body is not valid JSON") from None
+    stream = include_usage = has_stream_options = False
+    if isinstance(view, _ChatView):
+        if not view.messages:
+            raise InvalidRequest("invalid request body: 'messages' must not be empty")
+        options = view.stream_options
+        stream = bool(view.stream)
+        include_usage = isinstance(options, _StreamOptions) and bool(options.include_usage)
+        has_stream_options = options is not msgspec.UNSET
     model = view.model if isinstance(view.model, str) else ""
-    if isinstance(view, _EmbeddingsView):
-        return Call(
-            op=op,
-            body=body,
-            model=model,
-            model_in_body=bool(model),
-            model_key=view.model is not msgspec.UNSET,
-        )
-    if not view.messages:
-        raise InvalidRequest("invalid request body: 'messages' must not be empty")
-    options = view.stream_options
     return Call(
         op=op,
         body=body,
         model=model,
         model_in_body=bool(model),
         model_key=view.model is not msgspec.UNSET,
-        stream=bool(view.stream),
-        include_usage=isinstance(options, _StreamOptions) and bool(options.include_usage),
-        has_stream_options=options is not msgspec.UNSET,
+        stream=stream,
+        include_usage=include_usage,
+        has_stream_options=has_stream_options,
     )
 
 

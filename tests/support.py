@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,23 @@ def base_config(upstream_url: str, **overrides: Any) -> dict[str, Any]:
     return config
 
 
+def wait_ready(
+    process: subprocess.Popen[bytes], url: str, output: Callable[[], str], timeout: float = 20
+) -> None:
+    """Until `url`/readyz answers 200; fails with the process's output if it exits or takes too long."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"gateway exited with {process.returncode}:\n{output()}")
+        try:
+            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"gateway not ready after {timeout} s:\n{output()}")
+
+
 class Gateway:
     """A `tollgate serve` process on free loopback ports, with its own config file and database."""
 
@@ -106,17 +124,8 @@ class Gateway:
         self.process = subprocess.Popen(command, stdout=self._out, stderr=subprocess.STDOUT, env=environment)
 
     def wait_ready(self, timeout: float = 20) -> Gateway:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"gateway exited with {self.process.returncode}:\n{self.output()}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"gateway not ready after {timeout} s:\n{self.output()}")
+        wait_ready(self.process, self.url, self.output, timeout)
+        return self
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")

@@ -25,7 +25,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from mocks.openai import MockOpenAI
 from tests.conftest import StartGateway
-from tests.support import ADMIN_TOKEN, APP_KEY, base_config, free_port
+from tests.support import ADMIN_TOKEN, APP_KEY, base_config, free_port, wait_ready
 
 ROOT = Path(__file__).parents[2]
 EXAMPLE = ROOT / "examples" / "tollgate.yaml"
@@ -72,17 +72,8 @@ class Serve:
         return (self.cwd / "stderr.log").read_text(errors="replace")
 
     def wait_ready(self, timeout: float = 20) -> Serve:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"exited with {self.process.returncode}:\n{self.stderr()}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"not ready after {timeout} s:\n{self.stderr()}")
+        wait_ready(self.process, self.url, self.stderr, timeout)
+        return self
 
     def readyz(self) -> httpx.Response:
         return httpx.get(self.url + "/readyz", timeout=5)
