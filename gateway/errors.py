@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
 
 import orjson
 
@@ -147,3 +150,18 @@ class UpstreamStatus(TollgateError):
             return self.raw
         error = {"message": self.message, "type": self.type, "code": self.code, "param": self.param}
         return orjson.dumps({"error": error})
+
+
+def retry_after(value: str) -> str | None:
+    """An upstream's Retry-After as whole seconds (rounded up), whether it sent seconds, a fraction or an
+    HTTP date; None when it cannot be read."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+    if not math.isfinite(seconds):
+        return None
+    return str(max(0, math.ceil(seconds)))

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from gateway.errors import TollgateError, UpstreamStatus, UpstreamUnavailable
+from gateway.errors import TollgateError, UpstreamStatus, UpstreamUnavailable, retry_after
 from providers import sse
 from providers.base import Call, Operation, Reply, UpstreamRequest, Usage
 from providers.jsonbody import merge_fields, prepend_fields
@@ -150,7 +150,8 @@ class OpenAI:
         return OpenAIStream(drop_usage_chunk=call.op is Operation.CHAT and not call.include_usage)
 
     def error(self, call: Call, status: int, body: bytes, headers: Mapping[str, str]) -> TollgateError:
-        kept = {"retry-after": headers["retry-after"]} if "retry-after" in headers else None
+        wait = retry_after(headers["retry-after"]) if "retry-after" in headers else None
+        kept = {"retry-after": wait} if wait is not None else None
         if status in (401, 403):
             # The vendor's message may quote the gateway's credential; the client must not see it.
             message = f"the upstream refused the gateway's credentials for LLM '{self.slug}' (HTTP {status})"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import orjson
 import pytest
 
@@ -214,3 +216,21 @@ def test_upstream_error_quoting_the_key_is_scrubbed() -> None:
 def test_garbage_upstream_error_still_has_a_code() -> None:
     error = provider().error(chat({}), 502, b"<html>bad gateway</html>", {})
     assert error.status == 502 and error.code == "upstream_error"
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [("3", "3"), ("1.2", "2"), ("0", "0"), ("-4", "0"), ("soon", None), ("nan", None),
+     ("Wed, 21 Oct 2015 07:28:00 GMT", "0")],
+    ids=["seconds", "fraction rounds up", "zero", "negative", "garbage", "nan", "past date"],
+)  # fmt: skip
+def test_retry_after_is_whole_seconds(sent: str, kept: str | None) -> None:
+    error = provider().error(chat({}), 429, b"{}", {"retry-after": sent})
+    assert error.headers.get("retry-after") == kept
+
+
+def test_retry_after_as_a_future_date() -> None:
+    from email.utils import formatdate
+
+    error = provider().error(chat({}), 503, b"{}", {"retry-after": formatdate(time.time() + 30, usegmt=True)})
+    assert 29 <= int(error.headers["retry-after"]) <= 31
