@@ -22,9 +22,19 @@ class ThreadedServer:
     Uvicorn installs no signal handlers here: it skips them off the main thread.
     """
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, graceful_timeout_s: int = 5) -> None:
+    def __init__(
+        self,
+        app: Any,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        graceful_timeout_s: int = 5,
+        *,
+        ssl_certfile: str | None = None,
+        ssl_keyfile: str | None = None,
+    ) -> None:
         self._host = host
         self._requested_port = port
+        self._scheme = "https" if ssl_certfile else "http"
         self._config = uvicorn.Config(
             app,
             http="httptools",
@@ -33,6 +43,8 @@ class ThreadedServer:
             log_level="warning",
             log_config=None,  # leave the process's logging alone
             timeout_graceful_shutdown=graceful_timeout_s,
+            ssl_certfile=ssl_certfile,
+            ssl_keyfile=ssl_keyfile,
         )
         self._server = uvicorn.Server(self._config)
         self._thread: threading.Thread | None = None
@@ -48,7 +60,7 @@ class ThreadedServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self._host}:{self.port}"
+        return f"{self._scheme}://{self._host}:{self.port}"
 
     def start(self) -> ThreadedServer:
         if self._thread is not None:
