@@ -28,7 +28,8 @@ _NOT_RELAYED = frozenset(
         "upgrade",
     }
 )
-_STREAM_TYPES = ("text/event-stream", "application/x-ndjson")
+# What vendors stream in: SSE (OpenAI, Anthropic, Gemini), NDJSON (Ollama), AWS event stream (Bedrock).
+_STREAM_TYPES = ("text/event-stream", "application/x-ndjson", "application/vnd.amazon.eventstream")
 
 
 async def forward(
@@ -36,7 +37,7 @@ async def forward(
 ) -> None:
     assert ctx.llm is not None and ctx.call is not None
     provider = ctx.llm.provider
-    request = provider.request(ctx.call)
+    request = await provider.request(ctx.call)
     sent = time.perf_counter()
     response = await _open(http, request, provider, ctx.llm.slug)
     ctx.upstream_s = time.perf_counter() - sent
@@ -56,7 +57,7 @@ async def fetch(http: aiohttp.ClientSession, ctx: RequestContext) -> bytes:
     """A small upstream answer read whole (the model list)."""
     assert ctx.llm is not None and ctx.call is not None
     provider = ctx.llm.provider
-    response = await _open(http, provider.request(ctx.call), provider, ctx.llm.slug)
+    response = await _open(http, await provider.request(ctx.call), provider, ctx.llm.slug)
     try:
         body = await _read(response, ctx.llm.slug)
         if response.status >= 400:
@@ -106,7 +107,7 @@ async def _relay_body(
         usage = await asyncio.to_thread(accounting.estimate, ctx)
     if usage is not None:
         accounting.settle(ctx, usage, reply.model)
-    headers = _headers(ctx, response)
+    headers = _headers(ctx, response, b"application/json")
     headers.append((b"content-length", str(len(reply.body)).encode()))
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     ctx.response_started = True
@@ -124,7 +125,7 @@ async def _relay_stream(
     assert ctx.call is not None and ctx.llm is not None
     ctx.call.stream = True
     relay = provider.stream(ctx.call)
-    headers = _headers(ctx, response)
+    headers = _headers(ctx, response, b"text/event-stream; charset=utf-8")
     headers += [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     ctx.response_started = True
@@ -169,7 +170,11 @@ def _broken_stream(slug: str, exc: BaseException) -> TollgateError:
     return UpstreamUnavailable(f"LLM '{slug}': the upstream's stream broke off ({type(exc).__name__})")
 
 
-def _headers(ctx: RequestContext, response: aiohttp.ClientResponse) -> list[tuple[bytes, bytes]]:
+def _headers(
+    ctx: RequestContext, response: aiohttp.ClientResponse, content_type: bytes
+) -> list[tuple[bytes, bytes]]:
+    """The proxy passes the vendor's headers on; `/openai/` answers are OpenAI's JSON or SSE, whatever
+    the vendor sent."""
     headers = [(b"x-request-id", ctx.request_id.encode())]
     if ctx.op is Operation.PROXY:
         headers += [
@@ -178,7 +183,7 @@ def _headers(ctx: RequestContext, response: aiohttp.ClientResponse) -> list[tupl
             if name.lower() not in _NOT_RELAYED and name.lower() != "x-request-id"
         ]
     else:
-        headers.append((b"content-type", response.headers.get("content-type", "application/json").encode()))
+        headers.append((b"content-type", content_type))
     return headers
 
 

@@ -91,7 +91,8 @@ class Provider(Protocol):
     vendor: str
     timeout: aiohttp.ClientTimeout
 
-    def request(self, call: Call) -> UpstreamRequest: ...
+    async def request(self, call: Call) -> UpstreamRequest:
+        """The upstream request (async: a credential may need minting, e.g. Vertex's OAuth token)."""
 
     def response(self, call: Call, body: bytes) -> Reply: ...
 

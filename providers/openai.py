@@ -118,7 +118,7 @@ class OpenAI:
             total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=llm.timeout_s
         )
 
-    def request(self, call: Call) -> UpstreamRequest:
+    async def request(self, call: Call) -> UpstreamRequest:
         if call.op is Operation.PROXY:
             return self._proxy_request(call)
         if call.op is Operation.MODELS:

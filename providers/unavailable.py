@@ -23,7 +23,7 @@ class Unavailable:
             f"LLM '{self.slug}': vendor {self.vendor} has no adapter in this version of Tollgate yet"
         )
 
-    def request(self, call: Call) -> UpstreamRequest:
+    async def request(self, call: Call) -> UpstreamRequest:
         self._refuse()
 
     def response(self, call: Call, body: bytes) -> Reply:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import orjson
@@ -68,7 +69,7 @@ REQUESTS = [
 def test_chat_request(
     body: dict[str, object], fields: dict[str, object], expected: dict[str, object]
 ) -> None:
-    request = provider().request(chat(body, **fields))
+    request = asyncio.run(provider().request(chat(body, **fields)))
     assert request.url == "http://up.test/v1/chat/completions"
     assert request.headers["authorization"] == f"Bearer {SECRET}"
     assert request.body is not None and orjson.loads(request.body) == expected
@@ -76,7 +77,7 @@ def test_chat_request(
 
 def test_unchanged_body_is_forwarded_byte_for_byte() -> None:
     raw = b'{"model": "m",   "messages": [{"role": "user", "content": "hi"}]}'
-    request = provider().request(Call(op=Operation.CHAT, body=raw, model="m"))
+    request = asyncio.run(provider().request(Call(op=Operation.CHAT, body=raw, model="m")))
     assert request.body is raw
 
 
@@ -89,7 +90,7 @@ def test_proxy_request_keeps_path_query_and_headers_but_no_client_credentials() 
         query="a=1",
         headers={"x-trace": "t"},
     )
-    request = provider(organization="org-1").request(call)
+    request = asyncio.run(provider(organization="org-1").request(call))
     assert request.url == "http://up.test/v1/models/gpt-4o?a=1"
     assert request.headers == {
         "x-trace": "t",
