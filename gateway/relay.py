@@ -101,7 +101,7 @@ async def _relay_body(
 ) -> None:
     assert ctx.call is not None and ctx.llm is not None
     body = await _read(response, ctx.llm.slug)
-    reply = provider.response(ctx.call, body)
+    reply = provider.response(ctx.call, body, response.headers)
     usage = reply.usage
     if usage is None and ctx.call.op is not Operation.PROXY:
         usage = await asyncio.to_thread(accounting.estimate, ctx)

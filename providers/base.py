@@ -94,7 +94,9 @@ class Provider(Protocol):
     async def request(self, call: Call) -> UpstreamRequest:
         """The upstream request (async: a credential may need minting, e.g. Vertex's OAuth token)."""
 
-    def response(self, call: Call, body: bytes) -> Reply: ...
+    def response(self, call: Call, body: bytes, headers: Mapping[str, str]) -> Reply:
+        """The client's answer and its usage (some vendors report usage in headers, e.g. Bedrock's
+        InvokeModel)."""
 
     def stream(self, call: Call) -> StreamRelay: ...
 

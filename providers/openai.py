@@ -139,7 +139,7 @@ class OpenAI:
         headers = {**call.headers, **self._auth} if call.headers else dict(self._auth)
         return UpstreamRequest(call.method, url, headers, call.body or None)
 
-    def response(self, call: Call, body: bytes) -> Reply:
+    def response(self, call: Call, body: bytes, headers: Mapping[str, str]) -> Reply:
         try:
             answer = _answer.decode(body)
         except (msgspec.DecodeError, RecursionError):

@@ -26,7 +26,7 @@ class Unavailable:
     async def request(self, call: Call) -> UpstreamRequest:
         self._refuse()
 
-    def response(self, call: Call, body: bytes) -> Reply:
+    def response(self, call: Call, body: bytes, headers: Mapping[str, str]) -> Reply:
         self._refuse()
 
     def stream(self, call: Call) -> StreamRelay:

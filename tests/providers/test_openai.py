@@ -125,7 +125,7 @@ USAGES = [
 
 @pytest.mark.parametrize(("answer", "usage"), [u[1:] for u in USAGES], ids=[u[0] for u in USAGES])
 def test_usage_from_answer(answer: dict[str, object], usage: Usage | None) -> None:
-    reply = provider().response(chat({}), orjson.dumps({"model": "gpt-4o-mini-2024-07-18", **answer}))
+    reply = provider().response(chat({}), orjson.dumps({"model": "gpt-4o-mini-2024-07-18", **answer}), {})
     assert reply.usage == usage
     assert reply.model == "gpt-4o-mini-2024-07-18"
 
