@@ -7,6 +7,7 @@ import asyncio
 import time
 
 import aiohttp
+from yarl import URL
 
 from gateway import accounting
 from gateway.context import RequestContext
@@ -73,7 +74,8 @@ async def _open(
     try:
         return await http.request(
             request.method,
-            request.url,
+            # as built: aiohttp would otherwise decode escapes such as Bedrock's `%3A`, which are signed
+            URL(request.url, encoded=True),
             headers=request.headers,
             data=request.body,
             timeout=provider.timeout,
