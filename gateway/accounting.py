@@ -40,13 +40,17 @@ def settle(ctx: RequestContext, usage: Usage, response_model: str | None) -> Non
     ctx.cost = cost(rate, usage)
 
 
-def estimate(ctx: RequestContext, relay: StreamRelay | None = None) -> Usage:
-    """Count with tiktoken what the upstream did not report: the prompt, and what was relayed so far."""
+def estimate(ctx: RequestContext, relay: StreamRelay | None = None, answer: bytes | None = None) -> Usage:
+    """Count with tiktoken what the upstream did not report: the prompt, and the answer (what a stream
+    relayed so far, or the OpenAI-shaped `answer` of a complete one)."""
     call = ctx.call
     if call is None:
         return Usage()
     if call.op is Operation.EMBEDDINGS:
         return Usage(input_tokens=tokens.count_embedding_input(call.body))
     prompt = tokens.count_chat_prompt(call.body)
-    output = tokens.count_text(relay.completion_text()) if relay is not None else 0
+    if relay is not None:
+        output = tokens.count_text(relay.completion_text())
+    else:
+        output = tokens.count_answer(answer) if answer else 0
     return Usage(input_tokens=prompt, output_tokens=output)

@@ -106,7 +106,7 @@ async def _relay_body(
     reply = provider.response(ctx.call, body, response.headers)
     usage = reply.usage
     if usage is None and ctx.call.op is not Operation.PROXY:
-        usage = await asyncio.to_thread(accounting.estimate, ctx)
+        usage = await asyncio.to_thread(accounting.estimate, ctx, None, reply.body)
     if usage is not None:
         accounting.settle(ctx, usage, reply.model)
     headers = _headers(ctx, response, b"application/json")
@@ -143,6 +143,8 @@ async def _relay_stream(
             raise aiohttp.ClientConnectionError("client gone")
         await send({"type": "http.response.body", "body": tail, "more_body": False})
         ctx.status = response.status
+        if relay.error is not None:  # the upstream failed mid-stream; the client got an SSE error event
+            ctx.fail(relay.error)
         usage = relay.usage
         if usage is None:  # tiktoken is CPU work: off the event loop
             usage = await asyncio.to_thread(accounting.estimate, ctx, relay)

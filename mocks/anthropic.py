@@ -28,19 +28,18 @@ from mocks.anthropic_answer import (
     usage,
 )
 from mocks.anthropic_validate import ApiError, check_version, invalid, parse_body, validate_messages
-from mocks.openai import (  # the ASGI plumbing every mock shares
+from mocks.asgi import (
     Headers,
     Receive,
-    RecordedRequest,
-    Reply,
     Scope,
     Send,
-    _body,
-    _lifespan,
-    _scope_headers,
-    _send_whole,
-    _watch_disconnect,
+    lifespan,
+    read_body,
+    scope_headers,
+    send_whole,
+    watch_disconnect,
 )
+from mocks.openai import RecordedRequest, Reply
 
 _JSON = (b"content-type", b"application/json")
 _SSE = (b"content-type", b"text/event-stream; charset=utf-8")
@@ -110,11 +109,11 @@ class MockAnthropic:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             if scope["type"] == "lifespan":
-                await _lifespan(receive, send)
+                await lifespan(receive, send)
             return
         query = scope["query_string"].decode("latin-1")
         request = RecordedRequest(
-            scope["method"], scope["path"], query, _scope_headers(scope), await _body(receive)
+            scope["method"], scope["path"], query, scope_headers(scope), await read_body(receive)
         )
         if self.record_requests:
             self.requests.append(request)
@@ -122,13 +121,13 @@ class MockAnthropic:
         if self.first_byte_delay_s > 0:
             await asyncio.sleep(self.first_byte_delay_s)
         if reply.events is None:
-            await _send_whole(send, reply)
+            await send_whole(send, reply.status, reply.headers, reply.body)
         else:
             await self._send_stream(receive, send, reply.headers, reply.events)
 
     async def _send_stream(self, receive: Receive, send: Send, headers: Headers, events: list[bytes]) -> None:
         gone = asyncio.Event()
-        watcher = asyncio.create_task(_watch_disconnect(receive, gone))
+        watcher = asyncio.create_task(watch_disconnect(receive, gone))
         try:
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             for index, event in enumerate(events):

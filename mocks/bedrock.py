@@ -26,6 +26,7 @@ import msgspec
 import orjson
 import uvicorn
 
+from mocks.asgi import lifespan, read_body, scope_headers, watch_disconnect
 from mocks.bedrock_answer import (
     MODELS,
     ModelInfo,
@@ -134,15 +135,15 @@ class MockBedrock:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             if scope["type"] == "lifespan":
-                await _lifespan(receive, send)
+                await lifespan(receive, send)
             return
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         request = RecordedRequest(
             scope["method"],
             raw_path.decode("latin-1"),
             scope["query_string"].decode("latin-1"),
-            _scope_headers(scope),
-            await _body(receive),
+            scope_headers(scope),
+            await read_body(receive),
         )
         if self.record_requests:
             self.requests.append(request)
@@ -158,7 +159,7 @@ class MockBedrock:
 
     async def _send_stream(self, receive: Receive, send: Send, reply: Reply) -> None:
         gone = asyncio.Event()
-        watcher = asyncio.create_task(_watch_disconnect(receive, gone))
+        watcher = asyncio.create_task(watch_disconnect(receive, gone))
         try:
             await send({"type": "http.response.start", "status": 200, "headers": reply.headers})
             for index, frame in enumerate(reply.events or ()):
@@ -253,42 +254,6 @@ def _model(model_id: str) -> ModelInfo:
     if info.legacy:
         raise AwsError(404, "ResourceNotFoundException", _END_OF_LIFE)
     return info
-
-
-# --- ASGI plumbing ------------------------------------------------------------------------------------------
-
-
-def _scope_headers(scope: Scope) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    for raw_name, raw_value in scope["headers"]:
-        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
-        headers[name] = f"{headers[name]},{value}" if name in headers else value
-    return headers
-
-
-async def _body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
-async def _watch_disconnect(receive: Receive, gone: asyncio.Event) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    gone.set()
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -22,6 +22,7 @@ import orjson
 import uvicorn
 
 from mocks import gemini_answer as answers
+from mocks.asgi import lifespan, read_body, watch_disconnect
 from mocks.gemini_errors import GoogleError, failure, key_invalid, key_missing
 from mocks.gemini_validate import check_batch_embed, check_generate, parse
 from mocks.openai import RecordedRequest
@@ -114,7 +115,7 @@ class MockGemini:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             if scope["type"] == "lifespan":
-                await _lifespan(receive, send)
+                await lifespan(receive, send)
             return
         headers: dict[str, str] = {}
         for raw_name, raw_value in scope["headers"]:
@@ -123,7 +124,7 @@ class MockGemini:
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         path = unquote(raw_path.decode("latin-1"))
         query = scope["query_string"].decode("latin-1")
-        request = RecordedRequest(scope["method"], path, query, headers, await _body(receive))
+        request = RecordedRequest(scope["method"], path, query, headers, await read_body(receive))
         if self.record_requests:
             self.requests.append(request)
         reply = self._reply(request)
@@ -138,7 +139,7 @@ class MockGemini:
 
     async def _send_stream(self, receive: Receive, send: Send, reply: Reply) -> None:
         gone = asyncio.Event()
-        watcher = asyncio.create_task(_watch_disconnect(receive, gone))
+        watcher = asyncio.create_task(watch_disconnect(receive, gone))
         try:
             await send({"type": "http.response.start", "status": reply.status, "headers": reply.headers})
             for index, event in enumerate(reply.events or ()):
@@ -269,36 +270,6 @@ class MockGemini:
                 400, f"* EmbedContentRequest.output_dimensionality: must be in [1, {info.dimensions}].\n"
             )
         return answers.vector(text, dimensions)
-
-
-# --- ASGI plumbing ----------------------------------------------------------------------------------------
-
-
-async def _body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
-async def _watch_disconnect(receive: Receive, gone: asyncio.Event) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            gone.set()
-            return
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 def main(argv: Sequence[str] | None = None) -> None:

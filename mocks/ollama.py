@@ -16,6 +16,17 @@ from collections.abc import Sequence
 import orjson
 import uvicorn
 
+from mocks.asgi import (
+    Headers,
+    Receive,
+    Scope,
+    Send,
+    lifespan,
+    read_body,
+    scope_headers,
+    send_whole,
+    watch_disconnect,
+)
 from mocks.ollama_answer import (
     TAGS,
     Usage,
@@ -28,20 +39,7 @@ from mocks.ollama_answer import (
     prompt_tokens,
 )
 from mocks.ollama_validate import OllamaError, parse_body, validate_chat, validate_embed, validate_generate
-from mocks.openai import (
-    Handler,
-    Headers,
-    Receive,
-    RecordedRequest,
-    Reply,
-    Scope,
-    Send,
-    _body,
-    _lifespan,
-    _scope_headers,
-    _send_whole,
-    _watch_disconnect,
-)
+from mocks.openai import Handler, RecordedRequest, Reply
 
 VERSION = "0.12.6"
 _JSON = (b"content-type", b"application/json; charset=utf-8")
@@ -102,11 +100,11 @@ class MockOllama:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             if scope["type"] == "lifespan":
-                await _lifespan(receive, send)
+                await lifespan(receive, send)
             return
         query = scope["query_string"].decode("latin-1")
         request = RecordedRequest(
-            scope["method"], scope["path"], query, _scope_headers(scope), await _body(receive)
+            scope["method"], scope["path"], query, scope_headers(scope), await read_body(receive)
         )
         if self.record_requests:
             self.requests.append(request)
@@ -114,13 +112,13 @@ class MockOllama:
         if self.first_byte_delay_s > 0:
             await asyncio.sleep(self.first_byte_delay_s)
         if reply.events is None:
-            await _send_whole(send, reply)
+            await send_whole(send, reply.status, reply.headers, reply.body)
         else:
             await self._send_stream(receive, send, reply.headers, reply.events)
 
     async def _send_stream(self, receive: Receive, send: Send, headers: Headers, lines: list[bytes]) -> None:
         gone = asyncio.Event()
-        watcher = asyncio.create_task(_watch_disconnect(receive, gone))
+        watcher = asyncio.create_task(watch_disconnect(receive, gone))
         try:
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             for index, line in enumerate(lines):

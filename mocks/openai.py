@@ -10,13 +10,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
 import orjson
 import uvicorn
 
+from mocks.asgi import (
+    Headers,
+    Receive,
+    Scope,
+    Send,
+    lifespan,
+    read_body,
+    scope_headers,
+    send_whole,
+    watch_disconnect,
+)
 from mocks.openai_answer import (
     completion_body,
     plan_answer,
@@ -30,12 +41,6 @@ from mocks.openai_embed import embeddings_body
 from mocks.openai_errors import ApiError, model_not_found
 from mocks.openai_models import MODELS
 from mocks.openai_validate import parse_body, validate_chat, validate_embeddings
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-Headers = list[tuple[bytes, bytes]]
 
 _JSON = (b"content-type", b"application/json")
 _SSE = (b"content-type", b"text/event-stream; charset=utf-8")
@@ -141,11 +146,11 @@ class MockOpenAI:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             if scope["type"] == "lifespan":
-                await _lifespan(receive, send)
+                await lifespan(receive, send)
             return
         query = scope["query_string"].decode("latin-1")
         request = RecordedRequest(
-            scope["method"], scope["path"], query, _scope_headers(scope), await _body(receive)
+            scope["method"], scope["path"], query, scope_headers(scope), await read_body(receive)
         )
         if self.record_requests:
             self.requests.append(request)
@@ -153,13 +158,13 @@ class MockOpenAI:
         if self.first_byte_delay_s > 0:
             await asyncio.sleep(self.first_byte_delay_s)
         if reply.events is None:
-            await _send_whole(send, reply)
+            await send_whole(send, reply.status, reply.headers, reply.body)
         else:
             await self._send_stream(receive, send, reply.headers, reply.events)
 
     async def _send_stream(self, receive: Receive, send: Send, headers: Headers, events: list[bytes]) -> None:
         gone = asyncio.Event()
-        watcher = asyncio.create_task(_watch_disconnect(receive, gone))
+        watcher = asyncio.create_task(watch_disconnect(receive, gone))
         try:
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             if await self._send_events(send, events, gone):
@@ -263,53 +268,6 @@ class MockOpenAI:
         if body is None:
             raise model_not_found(name)
         return Reply(200, _headers(_JSON), body)
-
-
-# --- ASGI plumbing ----------------------------------------------------------------------------------------
-
-
-def _scope_headers(scope: Scope) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    for raw_name, raw_value in scope["headers"]:
-        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
-        headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    return headers
-
-
-async def _body(receive: Receive) -> bytes:
-    message = await receive()
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body"):
-        return body  # the usual case: the whole body in one message
-    chunks = [body]
-    while message.get("more_body"):
-        message = await receive()
-        chunks.append(message.get("body", b""))
-    return b"".join(chunks)
-
-
-async def _send_whole(send: Send, reply: Reply) -> None:
-    headers = [*reply.headers, (b"content-length", str(len(reply.body)).encode())]
-    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-    await send({"type": "http.response.body", "body": reply.body})
-
-
-async def _watch_disconnect(receive: Receive, gone: asyncio.Event) -> None:
-    # The body is already read, so the next message is the disconnect (or the server's end-of-response).
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    gone.set()
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    """Nothing to set up; acknowledge so the mock also runs under servers with lifespan on."""
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 def main(argv: Sequence[str] | None = None) -> None:

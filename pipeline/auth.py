@@ -29,13 +29,14 @@ class AppKeyAuth:
 
 
 def credential(ctx: RequestContext) -> bytes:
-    """The app key: a Bearer token everywhere; on /proxy/ also the Anthropic and Google SDKs' places."""
+    """The app key: a Bearer token everywhere; on /proxy/ also where the vendors' SDKs put theirs:
+    `x-api-key` (Anthropic), `x-goog-api-key` or `?key=` (Google), `api-key` (Azure OpenAI)."""
     auth = ctx.headers.get(b"authorization", b"")
     if auth[:7].lower() == b"bearer ":
         return auth[7:].strip()
     if ctx.op is not Operation.PROXY:
         return b""
-    key = ctx.headers.get(b"x-api-key") or ctx.headers.get(b"x-goog-api-key")
+    key = ctx.headers.get(b"x-api-key") or ctx.headers.get(b"x-goog-api-key") or ctx.headers.get(b"api-key")
     if key:
         return key.strip()
     if b"key=" in ctx.query:

@@ -8,8 +8,8 @@ split across chunks waits for its end, every complete event is handled in the sa
 from __future__ import annotations
 
 import msgspec
-import orjson
 
+from gateway.errors import TollgateError, UpstreamStatus
 from providers import sse
 from providers.answer import ChunkWriter, FinishReason
 from providers.anthropic_messages import JSON_TOOL, AnthropicMessage, AnthropicUsage, Block, finish_reason
@@ -66,12 +66,16 @@ class _Counts:
         return self.counts.normalized() if self.counts is not None else None
 
 
-def error_event(error: _Error | None) -> bytes:
-    """An OpenAI-shaped SSE `error` event (the OpenAI SDK raises on it); no [DONE] follows."""
+# Anthropic's error types mid-stream, and the status the interaction is recorded with.
+_STREAM_ERROR_STATUS = {"overloaded_error": 529, "rate_limit_error": 429, "api_error": 500}
+
+
+def stream_error(error: _Error | None) -> UpstreamStatus:
+    """The failure an Anthropic `error` event reports; its body is the client's SSE `error` event."""
     kind = (error.type if error else None) or "api_error"
     message = (error.message if error else None) or "the upstream reported an error mid-stream"
-    body = {"error": {"message": message, "type": kind, "code": kind, "param": None}}
-    return sse.event(orjson.dumps(body), "error")
+    return UpstreamStatus(_STREAM_ERROR_STATUS.get(kind, 502), message, type=kind, code=kind)
+
 
 
 class AnthropicStream:
@@ -91,6 +95,7 @@ class AnthropicStream:
         "_tools",
         "_usage",
         "_writer",
+        "error",
         "model",
         "usage",
     )
@@ -104,6 +109,7 @@ class AnthropicStream:
         self._usage = _Counts()
         self._parts: list[str] = []  # text and arguments relayed, for counting when no usage came
         self.usage: Usage | None = None
+        self.error: TollgateError | None = None
         self.model: str | None = None
 
     def feed(self, chunk: bytes) -> bytes:
@@ -149,7 +155,8 @@ class AnthropicStream:
         if kind == "message_stop":
             return self._writer.end(self._finish, self.usage)
         if kind == "error":
-            return error_event(event.error)
+            self.error = stream_error(event.error)
+            return sse.event(self.error.body(), "error")
         return b""  # ping, content_block_stop, and event kinds added later
 
     def _block_start(self, index: int, block: Block) -> bytes:
@@ -189,13 +196,14 @@ _TEXT_MARK = b'"text_delta"'
 class NativeStream:
     """The upstream's stream relayed byte for byte; only the usage (and the text, for counting) is read."""
 
-    __slots__ = ("_parts", "_tail", "_usage", "model", "usage")
+    __slots__ = ("_parts", "_tail", "_usage", "error", "model", "usage")
 
     def __init__(self) -> None:
         self._tail = b""
         self._usage = _Counts()
         self._parts: list[str] = []
         self.usage: Usage | None = None
+        self.error: TollgateError | None = None
         self.model: str | None = None
 
     def feed(self, chunk: bytes) -> bytes:

@@ -76,6 +76,9 @@ class StreamRelay(Protocol):
 
     usage: Usage | None
     model: str | None
+    # Set when the upstream's stream reported a failure mid-way: the client got an SSE `error` event and no
+    # [DONE], and the gateway records the interaction with this error's status and code.
+    error: TollgateError | None
 
     def feed(self, chunk: bytes) -> bytes:
         """Client bytes for this upstream chunk (possibly empty while an event is incomplete)."""

@@ -111,6 +111,7 @@ class ConverseRelay:
         self._texts: list[str] = []
         self._done = False
         self.usage: Usage | None = None
+        self.error: TollgateError | None = None
         self.model: str | None = None
 
     def feed(self, chunk: bytes) -> bytes:
@@ -125,10 +126,10 @@ class ConverseRelay:
                     break
         except (ParserError, msgspec.DecodeError) as exc:
             self._done = True
-            broken = UpstreamUnavailable(
+            self.error = UpstreamUnavailable(
                 f"LLM '{self._slug}': the upstream's event stream is malformed ({type(exc).__name__})"
             )
-            out.append(sse.event(broken.body(), "error"))
+            out.append(sse.event(self.error.body(), "error"))
         return b"".join(out)
 
     def finish(self) -> bytes:
@@ -145,7 +146,8 @@ class ConverseRelay:
         headers = _headers(message)
         if headers.get(":message-type") != "event":
             self._done = True  # the stream ends with the error: no finish chunk, no [DONE]
-            return sse.event(_exception(message, self._slug).body(), "error")
+            self.error = _exception(message, self._slug)
+            return sse.event(self.error.body(), "error")
         kind = headers.get(":event-type")
         event = _event.decode(message.payload)
         if kind == "contentBlockDelta" and event.delta is not None:
@@ -182,6 +184,7 @@ class NativeRelay:
         self._buffer: EventStreamBuffer | None = EventStreamBuffer()
         self._texts: list[str] = []
         self.usage: Usage | None = None
+        self.error: TollgateError | None = None
         self.model: str | None = None
 
     def feed(self, chunk: bytes) -> bytes:

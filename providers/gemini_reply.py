@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from gateway.errors import UpstreamStatus, retry_after
+from gateway.errors import TollgateError, UpstreamStatus, retry_after
 from providers import sse
 from providers.answer import ChunkWriter, FinishReason, chat_completion, tool_call_json
 from providers.base import Reply, Usage
@@ -226,7 +226,7 @@ def _is_key_error(error: Status) -> bool:
 class GeminiStream:
     """Translates Gemini's SSE (`alt=sse`) into OpenAI chunks, each event as it arrives."""
 
-    __slots__ = ("_calls", "_ended", "_tail", "_text", "_writer", "model", "usage")
+    __slots__ = ("_calls", "_ended", "_tail", "_text", "_writer", "error", "model", "usage")
 
     def __init__(self, model: str, include_usage: bool) -> None:
         self._writer = ChunkWriter(model, include_usage)
@@ -235,6 +235,7 @@ class GeminiStream:
         self._calls = 0
         self._ended = False
         self.usage: Usage | None = None
+        self.error: TollgateError | None = None
         self.model: str | None = None
 
     def feed(self, chunk: bytes) -> bytes:
@@ -266,8 +267,10 @@ class GeminiStream:
             return b""
         if answer.error is not None:
             self._ended = True
-            error = UpstreamStatus(answer.error.code or 500, answer.error.message, code=answer.error.status)
-            return sse.event(error.body(), "error")
+            self.error = UpstreamStatus(
+                answer.error.code or 500, answer.error.message, code=answer.error.status
+            )
+            return sse.event(self.error.body(), "error")
         if answer.model_version and self.model is None:
             self.model = self._writer.model = answer.model_version
         if answer.usage_metadata is not None:
@@ -305,12 +308,13 @@ class NativeStream:
     """`/proxy/`: the vendor's SSE relayed untouched; usage and model read from the events that carry it
     (each carries the running total, so the last one counts)."""
 
-    __slots__ = ("_tail", "_text", "model", "usage")
+    __slots__ = ("_tail", "_text", "error", "model", "usage")
 
     def __init__(self) -> None:
         self._tail = b""
         self._text: list[str] = []
         self.usage: Usage | None = None
+        self.error: TollgateError | None = None
         self.model: str | None = None
 
     def feed(self, chunk: bytes) -> bytes:

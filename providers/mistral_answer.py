@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from gateway.errors import UpstreamStatus
+from gateway.errors import TollgateError, UpstreamStatus
 from providers import sse
 from providers.answer import ChunkWriter, FinishReason, tool_call_json
 from providers.base import Usage
@@ -123,7 +123,18 @@ def message_parts(message: _Message) -> tuple[str | None, list[dict[str, Any]]]:
 class MistralStream:
     """Mistral SSE in, OpenAI chunks out: each event is written as it arrives."""
 
-    __slots__ = ("_calls", "_ended", "_finish", "_last_call", "_tail", "_text", "_writer", "model", "usage")
+    __slots__ = (
+        "_calls",
+        "_ended",
+        "_finish",
+        "_last_call",
+        "_tail",
+        "_text",
+        "_writer",
+        "error",
+        "model",
+        "usage",
+    )
 
     def __init__(self, model: str, include_usage: bool) -> None:
         self._writer = ChunkWriter(model, include_usage)
@@ -134,6 +145,7 @@ class MistralStream:
         self._last_call = -1
         self._text: list[str] = []
         self.usage: Usage | None = None
+        self.error: TollgateError | None = None
         self.model: str | None = None
 
     def feed(self, chunk: bytes) -> bytes:
@@ -165,8 +177,8 @@ class MistralStream:
         if chunk.object == "error":
             self._ended = True
             text = chunk.message if isinstance(chunk.message, str) else "the upstream's stream failed"
-            error = UpstreamStatus(502, text)
-            return sse.event(error.body(), "error")
+            self.error = UpstreamStatus(502, text)
+            return sse.event(self.error.body(), "error")
         self.model = chunk.model or self.model
         if chunk.usage is not None:
             self.usage = chunk.usage.normalized()

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from gateway.errors import UpstreamStatus, UpstreamUnavailable
+from gateway.errors import TollgateError, UpstreamStatus, UpstreamUnavailable
 from providers import answer, sse
 from providers.answer import ChunkWriter, FinishReason
 from providers.base import Usage
@@ -106,10 +106,6 @@ def chat_completion(slug: str, model: str, body: bytes) -> tuple[bytes, OllamaAn
     return answer.chat_completion(reply.model or model, content, reason, usage, calls), reply
 
 
-def _error_event(message: str) -> bytes:
-    return sse.event(UpstreamStatus(502, message).body(), "error")
-
-
 class _Lines:
     """NDJSON framing: complete lines out as they arrive, a partial one kept for the next chunk."""
 
@@ -132,7 +128,7 @@ class _Lines:
 class ChatStream:
     """An `/api/chat` NDJSON stream as OpenAI's SSE chunks, line by line as the lines arrive."""
 
-    __slots__ = ("_ended", "_lines", "_scrub", "_texts", "_tools", "_writer", "model", "usage")
+    __slots__ = ("_ended", "_lines", "_scrub", "_texts", "_tools", "_writer", "error", "model", "usage")
 
     def __init__(self, model: str, include_usage: bool, scrub: Callable[[str], str]) -> None:
         self._writer = ChunkWriter(model, include_usage)
@@ -142,6 +138,7 @@ class ChatStream:
         self._tools = 0
         self._ended = False  # the final line, or an error, was relayed: anything after is ignored
         self.usage: Usage | None = None
+        self.error: TollgateError | None = None
         self.model: str | None = None
 
     def feed(self, chunk: bytes) -> bytes:
@@ -151,8 +148,12 @@ class ChatStream:
         out = b"".join(self._line(line) for line in self._lines.rest())
         if not self._ended:
             self._ended = True
-            out += _error_event("the upstream's stream ended before its final line")
+            out += self._fail("the upstream's stream ended before its final line")
         return out
+
+    def _fail(self, message: str) -> bytes:
+        self.error = UpstreamStatus(502, message)
+        return sse.event(self.error.body(), "error")
 
     def _line(self, line: bytes) -> bytes:
         if self._ended:
@@ -161,10 +162,10 @@ class ChatStream:
             part = decode(line)
         except (msgspec.DecodeError, RecursionError):
             self._ended = True
-            return _error_event("the upstream sent a stream line that is not JSON")
+            return self._fail("the upstream sent a stream line that is not JSON")
         if part.error is not None:
             self._ended = True
-            return _error_event(self._scrub(f"the upstream failed: {part.error}"))
+            return self._fail(self._scrub(f"the upstream failed: {part.error}"))
         self.model = part.model or self.model
         out = self._message(part.message) if part.message else b""
         if part.done:
@@ -192,12 +193,13 @@ class ChatStream:
 class NativeStream:
     """A native NDJSON stream (`/proxy/`) passed through untouched; usage read from its final line."""
 
-    __slots__ = ("_lines", "_seen", "model", "usage")
+    __slots__ = ("_lines", "_seen", "error", "model", "usage")
 
     def __init__(self) -> None:
         self._lines = _Lines()
         self._seen: list[bytes] = []  # what was relayed, decoded only if tiktoken has to count it
         self.usage: Usage | None = None
+        self.error: TollgateError | None = None
         self.model: str | None = None
 
     def feed(self, chunk: bytes) -> bytes:

@@ -192,13 +192,14 @@ class OpenAI:
 class OpenAIStream:
     """Relays OpenAI SSE as it arrives; complete events go out at once, partial ones wait for their end."""
 
-    __slots__ = ("_blocks", "_drop_usage_chunk", "_tail", "model", "usage")
+    __slots__ = ("_blocks", "_drop_usage_chunk", "_tail", "error", "model", "usage")
 
     def __init__(self, *, drop_usage_chunk: bool) -> None:
         self._drop_usage_chunk = drop_usage_chunk
         self._tail = b""
         self._blocks: list[bytes] = []  # what was relayed, for counting when no usage comes
         self.usage: Usage | None = None
+        self.error: TollgateError | None = None
         self.model: str | None = None
 
     def feed(self, chunk: bytes) -> bytes:

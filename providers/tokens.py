@@ -68,6 +68,23 @@ def count_embedding_input(body: bytes) -> int:
     return total
 
 
+def count_answer(body: bytes) -> int:
+    """Answer tokens of an OpenAI `chat.completion` body: its messages' text and tool calls."""
+    try:
+        answer = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return 0
+    choices = answer.get("choices") if isinstance(answer, dict) else None
+    total = 0
+    for choice in choices if isinstance(choices, list) else []:
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if isinstance(message, dict):
+            total += count_text(message_text(message))
+            if message.get("tool_calls"):
+                total += count_text(orjson.dumps(message["tool_calls"]).decode())
+    return total
+
+
 def message_text(message: dict[str, Any]) -> str:
     """The text of a chat message: string content, or the text parts of multi-part content."""
     content = message.get("content")

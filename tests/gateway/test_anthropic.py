@@ -306,11 +306,16 @@ def test_models(client: openai.OpenAI) -> None:
     assert DATED in models and models[DATED].owned_by == "anthropic" and models[DATED].created > 0
 
 
-def test_mid_stream_error_reaches_the_openai_client(upstream: MockAnthropic, client: openai.OpenAI) -> None:
+def test_mid_stream_error_reaches_the_openai_client(
+    gateway: Gateway, upstream: MockAnthropic, client: openai.OpenAI
+) -> None:
     upstream.stream_error = "overloaded_error"
+    since = now()
     with pytest.raises(openai.APIError, match="overloaded"):
         for _ in client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True):
             pass
+    record = new_record(gateway, since)  # recorded as the failure it was, not as a 200
+    assert (record["status_code"], record["error_code"]) == (529, "overloaded_error")
 
 
 # --- /proxy/ with the official anthropic SDK -----------------------------------------------------------

@@ -230,14 +230,9 @@ def test_upstream_errors(gateway: Gateway, mock: MockAzureOpenAI, records: Recor
 
 
 def native(gateway: Gateway) -> openai.AzureOpenAI:
-    # The SDK sends the key as `api-key`, which the gateway does not take as an app key: the app key goes
-    # as a Bearer token beside it (AzureOpenAI(azure_ad_token=APP_KEY) would send only that).
+    # The SDK sends the key as `api-key`, which the proxy takes as the app key, as it would Azure's own.
     return openai.AzureOpenAI(
-        azure_endpoint=gateway.url + "/proxy/az",
-        api_key=APP_KEY,
-        api_version="2024-10-21",
-        default_headers={"Authorization": f"Bearer {APP_KEY}"},
-        max_retries=0,
+        azure_endpoint=gateway.url + "/proxy/az", api_key=APP_KEY, api_version="2024-10-21", max_retries=0
     )
 
 

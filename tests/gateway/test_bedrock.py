@@ -358,6 +358,8 @@ def test_exception_mid_stream_is_an_sse_error(gateway: Gateway, mock: MockBedroc
         body = b"".join(response.iter_bytes())
     assert response.status_code == 200 and b"[DONE]" not in body
     assert b"event: error" in body and b"throttlingException" in body and b"Too many tokens" in body
+    failed = record(gateway, response.headers["x-request-id"])  # recorded as the failure it was
+    assert failed["status_code"] == 429 and failed["stream"] is True
 
 
 # --- /proxy/{llm}: boto3, re-signed by the gateway ------------------------------------------------------

@@ -147,21 +147,6 @@ def test_upstream_timeout(start_gateway: StartGateway, upstream: MockOpenAI, ups
     assert gateway.records(expect=1)[0]["status_code"] == 504
 
 
-def test_vendor_without_adapter_answers_501_and_the_rest_works(
-    start_gateway: StartGateway, upstream: MockOpenAI, upstream_url: str
-) -> None:
-    config = base_config(upstream_url)
-    config["llms"].append({"slug": "claude", "vendor": "anthropic", "api_key": "k"})
-    config["apps"][0]["llms"] = ["gpt", "claude"]
-    config["groups"][0]["llms"] = ["gpt", "claude"]
-    gateway = start_gateway(config)
-    assert_error(post(gateway, "/openai/claude/v1/chat/completions", json=HELLO), 501, "vendor_not_supported")
-    assert post(gateway, CHAT, json=HELLO).status_code == 200
-    ready = httpx.get(gateway.url + "/readyz").json()
-    assert any("anthropic has no adapter" in w for w in ready["warnings"])
-    assert "anthropic has no adapter" in gateway.output()
-
-
 def test_the_app_key_never_reaches_the_upstream(gateway: Gateway, upstream: MockOpenAI) -> None:
     post(gateway, CHAT, json=HELLO)
     post(gateway, "/proxy/gpt/chat/completions", json=HELLO)

@@ -68,8 +68,9 @@ def test_get_with_query_string(gateway: Gateway, upstream: MockOpenAI) -> None:
 
 @pytest.mark.parametrize(
     ("headers", "query"),
-    [({"x-api-key": APP_KEY}, ""), ({"x-goog-api-key": APP_KEY}, ""), ({}, f"key={APP_KEY}&alt=sse")],
-    ids=["anthropic sdk header", "google sdk header", "google sdk query"],
+    [({"x-api-key": APP_KEY}, ""), ({"x-goog-api-key": APP_KEY}, ""), ({"api-key": APP_KEY}, ""),
+     ({}, f"key={APP_KEY}&alt=sse")],
+    ids=["anthropic sdk header", "google sdk header", "azure sdk header", "google sdk query"],
 )
 def test_vendor_sdk_credentials_are_accepted_and_not_forwarded(
     gateway: Gateway, upstream: MockOpenAI, headers: dict[str, str], query: str
@@ -79,7 +80,7 @@ def test_vendor_sdk_credentials_are_accepted_and_not_forwarded(
     assert response.status_code == 200, response.text
     (request,) = upstream.requests
     assert APP_KEY not in str(request.headers) and APP_KEY not in request.query_string
-    assert "x-api-key" not in request.headers and "x-goog-api-key" not in request.headers
+    assert not {"x-api-key", "x-goog-api-key", "api-key"} & set(request.headers)
     if query:
         assert request.query_string == "alt=sse"
 
