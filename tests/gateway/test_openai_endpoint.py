@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import re
 import struct
+from typing import Any
 
 import httpx
 import pytest
@@ -225,3 +226,54 @@ def test_answers_carry_a_request_id(gateway: Gateway) -> None:
     )  # type: ignore[arg-type]
     request_id = response.headers["x-request-id"]
     assert gateway.records(expect=1)[0]["request_id"] == request_id
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"location": {"type": "string"}}},
+    },
+}
+
+
+def test_tools_round_trip(gateway: Gateway, upstream: MockOpenAI) -> None:
+    client = gateway.openai()
+    ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+    first = client.chat.completions.create(
+        model="gpt-4o-mini", messages=ask, tools=[WEATHER], tool_choice="required"
+    )  # type: ignore[arg-type, list-item]
+    assert first.choices[0].finish_reason == "tool_calls"
+    call = first.choices[0].message.tool_calls[0]  # type: ignore[index]
+    follow_up = [*ask, first.choices[0].message.model_dump(exclude_none=True),
+                 {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21 C"}]  # fmt: skip
+    second = client.chat.completions.create(model="gpt-4o-mini", messages=follow_up, tools=[WEATHER])  # type: ignore[arg-type, list-item]
+    assert second.choices[0].message.content == "Mock answer to tool result: sunny, 21 C"
+    assert upstream.requests[1].json()["messages"][1]["tool_calls"][0]["id"] == call.id  # passed through
+
+
+def test_stream_with_tools(gateway: Gateway) -> None:
+    stream = gateway.openai().chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "weather in Paris?"}],
+        tools=[WEATHER],  # type: ignore[list-item]
+        tool_choice="required",
+        stream=True,
+    )
+    chunks = list(stream)
+    calls = [tc for c in chunks if c.choices for tc in c.choices[0].delta.tool_calls or []]
+    assert calls[0].function is not None and calls[0].function.name == "weather"
+    arguments = "".join(tc.function.arguments or "" for tc in calls if tc.function)
+    assert arguments == '{"location": "Paris"}'
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
+
+
+def test_vision_is_passed_through(gateway: Gateway, upstream: MockOpenAI) -> None:
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    content: Any = [{"type": "text", "text": "What is in this picture?"}, image]
+    answer = gateway.openai().chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": content}]
+    )
+    assert answer.choices[0].message.content == "Mock answer to: What is in this picture?"
+    assert upstream.requests[0].json()["messages"][0]["content"][1] == image
