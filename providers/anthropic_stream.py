@@ -77,7 +77,6 @@ def stream_error(error: _Error | None) -> UpstreamStatus:
     return UpstreamStatus(_STREAM_ERROR_STATUS.get(kind, 502), message, type=kind, code=kind)
 
 
-
 class AnthropicStream:
     """Anthropic SSE in, OpenAI `chat.completion.chunk` SSE out, event by event.
 

@@ -68,8 +68,12 @@ def test_get_with_query_string(gateway: Gateway, upstream: MockOpenAI) -> None:
 
 @pytest.mark.parametrize(
     ("headers", "query"),
-    [({"x-api-key": APP_KEY}, ""), ({"x-goog-api-key": APP_KEY}, ""), ({"api-key": APP_KEY}, ""),
-     ({}, f"key={APP_KEY}&alt=sse")],
+    [
+        ({"x-api-key": APP_KEY}, ""),
+        ({"x-goog-api-key": APP_KEY}, ""),
+        ({"api-key": APP_KEY}, ""),
+        ({}, f"key={APP_KEY}&alt=sse"),
+    ],
     ids=["anthropic sdk header", "google sdk header", "azure sdk header", "google sdk query"],
 )
 def test_vendor_sdk_credentials_are_accepted_and_not_forwarded(
