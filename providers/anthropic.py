@@ -19,12 +19,13 @@ import aiohttp
 import msgspec
 import orjson
 
-from gateway.errors import InvalidRequest, TollgateError, UpstreamStatus, UpstreamUnavailable, retry_after
+from gateway.errors import InvalidRequest, TollgateError, UpstreamStatus, UpstreamUnavailable
 from providers.answer import model_list
 from providers.anthropic_messages import asks_json_object, from_anthropic, message_decoder, to_anthropic
 from providers.anthropic_stream import AnthropicStream, NativeStream
 from providers.base import Call, Operation, Reply, UpstreamRequest
 from providers.chat import parse_chat
+from providers.failures import common_failure, kept_headers, scrubber
 from sync.model import Llm
 
 DEFAULT_BASE = "https://api.anthropic.com"
@@ -76,7 +77,7 @@ class Anthropic:
         self._auth: dict[str, str] = {"x-api-key": api_key} if api_key else {}
         self._headers = {"anthropic-version": self._version, **self._auth}
         self._json_headers = {"content-type": "application/json", **self._headers}
-        self._secret = api_key
+        self._scrub = scrubber(api_key)  # the credential never reaches a client in an error
         self.timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=llm.timeout_s
         )
@@ -115,16 +116,10 @@ class Anthropic:
         return AnthropicStream(call.model, call.include_usage, json_tool=asks_json_object(call.body))
 
     def error(self, call: Call, status: int, body: bytes, headers: Mapping[str, str]) -> TollgateError:
-        wait = retry_after(headers["retry-after"]) if "retry-after" in headers else None
-        kept = {"retry-after": wait} if wait is not None else None
-        if status in (401, 403):
-            # The vendor's message may quote the gateway's credential; the client must not see it.
-            message = f"the upstream refused the gateway's credentials for LLM '{self.slug}' (HTTP {status})"
-            return UpstreamStatus(status, message, code="upstream_auth_error", headers=kept)
-        if call.op is Operation.PROXY:  # native clients get the native body
-            content_type = headers.get("content-type", "application/json")
-            raw = self._scrub(body.decode("utf-8", "replace")).encode()
-            return UpstreamStatus(status, "", headers=kept, raw=raw, content_type=content_type)
+        shared = common_failure(call, self.slug, status, body, headers, self._scrub)
+        if shared is not None:
+            return shared
+        kept = kept_headers(headers) or None
         try:
             error = _error_body.decode(body).error or _ErrorDetail()
         except (msgspec.DecodeError, RecursionError):
@@ -150,9 +145,6 @@ class Anthropic:
             return _named.decode(body).model or ""
         except (msgspec.DecodeError, RecursionError):
             return ""
-
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._secret, "[REDACTED]") if self._secret and self._secret in text else text
 
 
 def _epoch(created_at: str | None) -> int:

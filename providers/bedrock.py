@@ -36,6 +36,7 @@ from providers.bedrock_convert import (
 )
 from providers.bedrock_stream import ConverseRelay, NativeRelay
 from providers.chat import parse_chat, parse_embeddings
+from providers.failures import scrubber
 from sync.model import Llm
 
 DEFAULT_REGION = "us-east-1"
@@ -104,7 +105,7 @@ class Bedrock:
         self._models_url = _control_plane(self._base) + "/foundation-models"
         credentials = _credentials(api_key)
         self._signer = SigV4Auth(credentials, SIGNING_NAME, self.region) if credentials else None
-        self._secrets = [s for s in (api_key or "").split(":") if len(s) >= 8]
+        self._scrub = scrubber(*(s for s in (api_key or "").split(":") if len(s) >= 8))
         self.timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=llm.timeout_s
         )
@@ -221,8 +222,3 @@ class Bedrock:
     def proxy_model(self, path: str, body: bytes) -> str:
         head, _, rest = path.partition("/")
         return unquote(rest.partition("/")[0]) if head == "model" else ""
-
-    def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "[REDACTED]")
-        return text

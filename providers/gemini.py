@@ -19,6 +19,7 @@ from gateway.errors import InvalidRequest, TollgateError, UpstreamUnavailable
 from providers.answer import embeddings, model_list
 from providers.base import Call, Operation, Reply, StreamRelay, UpstreamRequest, Usage
 from providers.chat import EmbeddingsRequest, parse_chat, parse_embeddings
+from providers.failures import scrubber
 from providers.gemini_reply import (
     GeminiStream,
     NativeStream,
@@ -63,7 +64,7 @@ class GoogleAI:
     def __init__(self, llm: Llm, api_key: str | None) -> None:
         self.slug = llm.slug
         self._base = unversioned(llm.api_base or DEFAULT_BASE)
-        self._secret = api_key
+        self._scrub = scrubber(api_key)  # the credential never reaches a client in an error
         self._auth: dict[str, str] = {"x-goog-api-key": api_key} if api_key else {}
         self.timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=llm.timeout_s
@@ -153,9 +154,6 @@ class GoogleAI:
         `…/publishers/google/models/{model}:…`."""
         match = _MODEL_IN_PATH.search(unquote(path))
         return match.group(1) if match else ""
-
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._secret, "[REDACTED]") if self._secret and self._secret in text else text
 
 
 def unversioned(base: str) -> str:

@@ -16,6 +16,7 @@ from gateway.errors import TollgateError, UpstreamStatus, retry_after
 from providers import sse
 from providers.answer import ChunkWriter, FinishReason, chat_completion, tool_call_json
 from providers.base import Reply, Usage
+from providers.failures import credential_refused, kept_headers, native_error
 from providers.gemini_request import call_id
 
 _CONTENT_FILTER = frozenset(
@@ -193,21 +194,16 @@ def upstream_error(
     if isinstance(decoded, list):
         decoded = decoded[0] if decoded else _ErrorBody()
     error = decoded.error or Status()
-    wait = retry_after(headers["retry-after"]) if "retry-after" in headers else _retry_delay(error)
-    kept = {"retry-after": wait} if wait is not None else None
+    kept = kept_headers(headers, _retry_delay(error))
     if status in (401, 403) or _is_key_error(error):
-        # The vendor's message may quote the gateway's credential; the client must not see it.
-        message = f"the upstream refused the gateway's credentials for LLM '{slug}' (HTTP {status})"
-        return UpstreamStatus(status, message, code="upstream_auth_error", headers=kept)
+        return credential_refused(slug, status, kept)
     if native:
-        content_type = headers.get("content-type", "application/json")
-        raw = scrub(body.decode("utf-8", "replace")).encode()
-        return UpstreamStatus(status, "", headers=kept, raw=raw, content_type=content_type)
+        return native_error(status, body, headers, kept, scrub)
     message = scrub(error.message or f"the upstream answered HTTP {status}")
     code = error.status or error.type or None
     if status == 400 and any(phrase in message for phrase in _CONTEXT_LENGTH):
         code = "context_length_exceeded"  # OpenAI's name, so route fallbacks see one code
-    return UpstreamStatus(status, message, type=_ERROR_TYPES.get(status), code=code, headers=kept)
+    return UpstreamStatus(status, message, type=_ERROR_TYPES.get(status), code=code, headers=kept or None)
 
 
 def _retry_delay(error: Status) -> str | None:

@@ -24,11 +24,12 @@ from urllib.parse import quote, urlsplit
 import msgspec
 import orjson
 
-from gateway.errors import InvalidRequest, TollgateError, UpstreamStatus, UpstreamUnavailable, retry_after
+from gateway.errors import InvalidRequest, TollgateError, UpstreamStatus, UpstreamUnavailable
 from providers import tokens
 from providers.answer import embeddings
 from providers.base import Call, Operation, Reply, UpstreamRequest, Usage
 from providers.chat import parse_embeddings
+from providers.failures import kept_headers
 from providers.openai import OpenAI
 from sync.model import Llm
 
@@ -90,6 +91,5 @@ class HuggingFace(OpenAI):
             error = _string_error.decode(body)
         except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
             return super().error(call, status, body, headers)  # OpenAI's shape, or no JSON at all
-        wait = retry_after(headers["retry-after"]) if "retry-after" in headers else None
-        kept = {"retry-after": wait} if wait is not None else None
+        kept = kept_headers(headers) or None
         return UpstreamStatus(status, self._scrub(error.error), code=_CODES.get(status), headers=kept)

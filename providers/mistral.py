@@ -16,11 +16,12 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from gateway.errors import TollgateError, UpstreamStatus, UpstreamUnavailable, retry_after
+from gateway.errors import TollgateError, UpstreamStatus, UpstreamUnavailable
 from providers import mistral_answer as answers
 from providers.answer import chat_completion, embeddings, model_list
 from providers.base import Call, Operation, Reply, StreamRelay, UpstreamRequest, Usage
 from providers.chat import parse_embeddings
+from providers.failures import common_failure, kept_headers, scrubber
 from providers.mistral_request import chat_body, embeddings_body
 from providers.openai import CONNECT_TIMEOUT_S, OpenAIStream
 from sync.model import Llm
@@ -75,7 +76,7 @@ class Mistral:
         self._root = base.removesuffix("/v1")
         self._auth: dict[str, str] = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self._json_headers = {"content-type": "application/json", **self._auth}
-        self._secret = api_key
+        self._scrub = scrubber(api_key)  # the credential never reaches a client in an error
         self.timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=llm.timeout_s
         )
@@ -129,16 +130,10 @@ class Mistral:
         return answers.MistralStream(call.model, call.include_usage)
 
     def error(self, call: Call, status: int, body: bytes, headers: Mapping[str, str]) -> TollgateError:
-        wait = retry_after(headers["retry-after"]) if "retry-after" in headers else None
-        kept = {"retry-after": wait} if wait is not None else None
-        if status in (401, 403):
-            # The vendor's message may quote the gateway's credential; the client must not see it.
-            message = f"the upstream refused the gateway's credentials for LLM '{self.slug}' (HTTP {status})"
-            return UpstreamStatus(status, message, code="upstream_auth_error", headers=kept)
-        if call.op is Operation.PROXY:
-            content_type = headers.get("content-type", "application/json")
-            raw = self._scrub(body.decode("utf-8", "replace")).encode()
-            return UpstreamStatus(status, "", headers=kept, raw=raw, content_type=content_type)
+        shared = common_failure(call, self.slug, status, body, headers, self._scrub)
+        if shared is not None:
+            return shared
+        kept = kept_headers(headers) or None
         try:
             error = _error.decode(body)
         except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
@@ -164,9 +159,6 @@ class Mistral:
             return _named.decode(body).model or ""
         except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
             return ""
-
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._secret, "[REDACTED]") if self._secret and self._secret in text else text
 
 
 def _message(error: _Error) -> str:

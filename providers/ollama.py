@@ -15,10 +15,11 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from gateway.errors import TollgateError, UpstreamStatus, UpstreamUnavailable, retry_after
+from gateway.errors import TollgateError, UpstreamStatus, UpstreamUnavailable
 from providers import answer
 from providers.base import Call, Operation, Reply, StreamRelay, UpstreamRequest, Usage
 from providers.chat import parse_chat, parse_embeddings
+from providers.failures import common_failure, kept_headers, scrubber
 from providers.ollama_answer import ChatStream, NativeStream, chat_completion, decode
 from providers.ollama_request import chat_body, embed_body
 from providers.openai import OpenAI
@@ -78,7 +79,7 @@ class Ollama:
         }
         self._auth: dict[str, str] = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self._json_headers = {"content-type": "application/json", **self._auth}
-        self._secret = api_key
+        self._scrub = scrubber(api_key)  # the credential never reaches a client in an error
         # Ollama also serves OpenAI's API under /v1/: native clients of that one get OpenAI's accounting.
         self._openai = OpenAI(llm, api_key)
         self.timeout = aiohttp.ClientTimeout(
@@ -133,16 +134,10 @@ class Ollama:
         return ChatStream(call.model, call.include_usage, self._scrub)
 
     def error(self, call: Call, status: int, body: bytes, headers: Mapping[str, str]) -> TollgateError:
-        wait = retry_after(headers["retry-after"]) if "retry-after" in headers else None
-        kept = {"retry-after": wait} if wait is not None else None
-        if status in (401, 403):
-            # A proxy's message may quote the gateway's credential; the client must not see it.
-            message = f"the upstream refused the gateway's credentials for LLM '{self.slug}' (HTTP {status})"
-            return UpstreamStatus(status, message, code="upstream_auth_error", headers=kept)
-        if call.op is Operation.PROXY:  # native clients get the native body
-            content_type = headers.get("content-type", "application/json")
-            raw = self._scrub(body.decode("utf-8", "replace")).encode()
-            return UpstreamStatus(status, "", headers=kept, raw=raw, content_type=content_type)
+        shared = common_failure(call, self.slug, status, body, headers, self._scrub)
+        if shared is not None:
+            return shared
+        kept = kept_headers(headers) or None
         try:
             reason = _error.decode(body).error
         except (msgspec.DecodeError, RecursionError):
@@ -173,9 +168,6 @@ class Ollama:
         except (msgspec.DecodeError, RecursionError):
             return ""
         return named.model or named.name or ""
-
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._secret, "[REDACTED]") if self._secret and self._secret in text else text
 
 
 def _openai_path(call: Call) -> bool:

@@ -13,9 +13,10 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from gateway.errors import TollgateError, UpstreamStatus, UpstreamUnavailable, retry_after
+from gateway.errors import TollgateError, UpstreamStatus, UpstreamUnavailable
 from providers import sse
 from providers.base import Call, Operation, Reply, UpstreamRequest, Usage
+from providers.failures import common_failure, kept_headers, scrubber
 from providers.jsonbody import merge_fields, prepend_fields
 from sync.model import Llm
 
@@ -113,7 +114,7 @@ class OpenAI:
         if llm.organization:
             self._auth["openai-organization"] = llm.organization
         self._json_headers = {"content-type": "application/json", **self._auth}
-        self._secret = api_key
+        self._scrub = scrubber(api_key)  # the credential never reaches a client in an error
         self.timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=llm.timeout_s
         )
@@ -150,16 +151,10 @@ class OpenAI:
         return OpenAIStream(drop_usage_chunk=call.op is Operation.CHAT and not call.include_usage)
 
     def error(self, call: Call, status: int, body: bytes, headers: Mapping[str, str]) -> TollgateError:
-        wait = retry_after(headers["retry-after"]) if "retry-after" in headers else None
-        kept = {"retry-after": wait} if wait is not None else None
-        if status in (401, 403):
-            # The vendor's message may quote the gateway's credential; the client must not see it.
-            message = f"the upstream refused the gateway's credentials for LLM '{self.slug}' (HTTP {status})"
-            return UpstreamStatus(status, message, code="upstream_auth_error", headers=kept)
-        if call.op is Operation.PROXY:  # native clients get the native body
-            content_type = headers.get("content-type", "application/json")
-            raw = self._scrub(body.decode("utf-8", "replace")).encode()
-            return UpstreamStatus(status, "", headers=kept, raw=raw, content_type=content_type)
+        shared = common_failure(call, self.slug, status, body, headers, self._scrub)
+        if shared is not None:
+            return shared
+        kept = kept_headers(headers) or None
         try:
             error = _error_body.decode(body).error or _Error()
         except (msgspec.DecodeError, RecursionError):
@@ -184,9 +179,6 @@ class OpenAI:
             return _named.decode(body).model or ""
         except (msgspec.DecodeError, RecursionError):
             return ""
-
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._secret, "[REDACTED]") if self._secret and self._secret in text else text
 
 
 class OpenAIStream:
