@@ -9,7 +9,6 @@ Standalone: python -m mocks.anthropic --host 127.0.0.1 --port 9302 [--api-key K]
 from __future__ import annotations
 
 import argparse
-import asyncio
 from collections.abc import Callable, Sequence
 
 import orjson
@@ -29,17 +28,10 @@ from mocks.anthropic_answer import (
 )
 from mocks.anthropic_validate import ApiError, check_version, invalid, parse_body, validate_messages
 from mocks.asgi import (
-    Headers,
-    Receive,
-    Scope,
-    Send,
-    lifespan,
-    read_body,
-    scope_headers,
-    send_whole,
-    watch_disconnect,
+    MockApp,
+    RecordedRequest,
+    Reply,
 )
-from mocks.openai import RecordedRequest, Reply
 
 _JSON = (b"content-type", b"application/json")
 _SSE = (b"content-type", b"text/event-stream; charset=utf-8")
@@ -61,7 +53,7 @@ _KINDS = {
 Handler = Callable[[RecordedRequest], Reply]
 
 
-class MockAnthropic:
+class MockAnthropic(MockApp):
     """Anthropic's /v1/messages (stream or not), /v1/messages/count_tokens and /v1/models as an ASGI app.
 
     Knobs (plain attributes, set between requests): cache_read_tokens, cache_write_tokens (reported in
@@ -103,45 +95,6 @@ class MockAnthropic:
         self.fail_message = "mock failure"
         self.fail_retry_after = None
         self.stream_error = None
-
-    # --- ASGI ---------------------------------------------------------------------------------------
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            if scope["type"] == "lifespan":
-                await lifespan(receive, send)
-            return
-        query = scope["query_string"].decode("latin-1")
-        request = RecordedRequest(
-            scope["method"], scope["path"], query, scope_headers(scope), await read_body(receive)
-        )
-        if self.record_requests:
-            self.requests.append(request)
-        reply = self._reply(request)
-        if self.first_byte_delay_s > 0:
-            await asyncio.sleep(self.first_byte_delay_s)
-        if reply.events is None:
-            await send_whole(send, reply.status, reply.headers, reply.body)
-        else:
-            await self._send_stream(receive, send, reply.headers, reply.events)
-
-    async def _send_stream(self, receive: Receive, send: Send, headers: Headers, events: list[bytes]) -> None:
-        gone = asyncio.Event()
-        watcher = asyncio.create_task(watch_disconnect(receive, gone))
-        try:
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            for index, event in enumerate(events):
-                if index and self.chunk_delay_s > 0:
-                    await asyncio.sleep(self.chunk_delay_s)
-                if gone.is_set():
-                    self.disconnects += 1
-                    return
-                await send({"type": "http.response.body", "body": event, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except OSError:  # servers on ASGI spec 2.4+ may raise on a closed connection
-            self.disconnects += 1
-        finally:
-            watcher.cancel()
 
     # --- routing, auth, injected failures -------------------------------------------------------------
 

@@ -28,7 +28,8 @@ import msgspec
 import orjson
 import uvicorn
 
-from mocks.openai import MockOpenAI, RecordedRequest, Reply
+from mocks.asgi import RecordedRequest, Reply
+from mocks.openai import MockOpenAI
 from mocks.openai_answer import random_id
 from mocks.openai_errors import ApiError, JsonObject
 from mocks.openai_models import MODELS, count_tokens

@@ -17,16 +17,13 @@ Standalone: python -m mocks.bedrock --port 9302 [--access-key AKID --secret-key 
 from __future__ import annotations
 
 import argparse
-import asyncio
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote
 
-import msgspec
-import orjson
 import uvicorn
 
-from mocks.asgi import lifespan, read_body, scope_headers, watch_disconnect
+from mocks.asgi import Headers, MockApp, RecordedRequest, Reply, Scope
 from mocks.bedrock_answer import (
     MODELS,
     ModelInfo,
@@ -44,12 +41,6 @@ from mocks.bedrock_answer import (
 from mocks.bedrock_errors import CLASS_BY_STATUS, AwsError, validation, verify_sigv4
 from mocks.bedrock_validate import MALFORMED, parse_json, validate_cohere, validate_converse, validate_titan
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-Headers = list[tuple[bytes, bytes]]
-
 TEST_ACCESS_KEY = "AKIDMOCKBEDROCK00001"
 TEST_SECRET_KEY = "mock/bedrock/secret/key/0123456789abcdefgh"
 _JSON = b"application/json"
@@ -64,31 +55,11 @@ _NOT_CHAT = (
 )
 
 
-class RecordedRequest(msgspec.Struct, frozen=True):
-    """One request as it arrived: the raw (still percent-encoded) path, lowercased headers, the body."""
-
-    method: str
-    path: str
-    query_string: str
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return orjson.loads(self.body)
-
-
-class Reply(msgspec.Struct, frozen=True):
-    status: int
-    headers: Headers
-    body: bytes = b""
-    events: list[bytes] | None = None  # a stream: one body message per frame
-
-
 def _headers(content_type: bytes, *extra: tuple[bytes, bytes]) -> Headers:
     return [(b"content-type", content_type), (b"x-amzn-requestid", random_id("", 32).encode()), *extra]
 
 
-class MockBedrock:
+class MockBedrock(MockApp):
     requests: list[RecordedRequest]
     disconnects: int
     cache_read_tokens: int
@@ -130,52 +101,12 @@ class MockBedrock:
         self.stream_exception = None
         self.stream_exception_after = 2
 
-    # --- ASGI -------------------------------------------------------------------------------------------
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            if scope["type"] == "lifespan":
-                await lifespan(receive, send)
-            return
-        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
-        request = RecordedRequest(
-            scope["method"],
-            raw_path.decode("latin-1"),
-            scope["query_string"].decode("latin-1"),
-            scope_headers(scope),
-            await read_body(receive),
-        )
-        if self.record_requests:
-            self.requests.append(request)
-        reply = self._reply(request)
-        if self.first_byte_delay_s > 0:
-            await asyncio.sleep(self.first_byte_delay_s)
-        if reply.events is None:
-            headers = [*reply.headers, (b"content-length", str(len(reply.body)).encode())]
-            await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-            await send({"type": "http.response.body", "body": reply.body})
-        else:
-            await self._send_stream(receive, send, reply)
-
-    async def _send_stream(self, receive: Receive, send: Send, reply: Reply) -> None:
-        gone = asyncio.Event()
-        watcher = asyncio.create_task(watch_disconnect(receive, gone))
-        try:
-            await send({"type": "http.response.start", "status": 200, "headers": reply.headers})
-            for index, frame in enumerate(reply.events or ()):
-                if index and self.chunk_delay_s > 0:
-                    await asyncio.sleep(self.chunk_delay_s)
-                if gone.is_set():
-                    self.disconnects += 1
-                    return
-                await send({"type": "http.response.body", "body": frame, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except OSError:  # servers on ASGI spec 2.4+ may raise on a closed connection
-            self.disconnects += 1
-        finally:
-            watcher.cancel()
-
     # --- routing, auth, injected failures -----------------------------------------------------------------
+
+    def _path(self, scope: Scope) -> str:
+        # the raw path, still percent-encoded: SigV4 signs it so, and model ids carry `%3A`
+        raw: bytes = scope.get("raw_path") or scope["path"].encode()
+        return raw.decode("latin-1")
 
     def _reply(self, request: RecordedRequest) -> Reply:
         try:

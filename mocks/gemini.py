@@ -11,39 +11,24 @@ Standalone: python -m mocks.gemini --host 127.0.0.1 --port 9302 [--api-key K]
 from __future__ import annotations
 
 import argparse
-import asyncio
 import re
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
-import msgspec
 import orjson
 import uvicorn
 
 from mocks import gemini_answer as answers
-from mocks.asgi import lifespan, read_body, watch_disconnect
+from mocks.asgi import MockApp, RecordedRequest, Reply, Scope
 from mocks.gemini_errors import GoogleError, failure, key_invalid, key_missing
 from mocks.gemini_validate import check_batch_embed, check_generate, parse
-from mocks.openai import RecordedRequest
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-Headers = list[tuple[bytes, bytes]]
 JsonObject = dict[str, Any]
 
 JSON = (b"content-type", b"application/json; charset=UTF-8")
 SSE = (b"content-type", b"text/event-stream")
 _PATH = re.compile(r"^/(v1|v1beta)/models(?:/([^:/]+)(?::([A-Za-z]+))?)?$")
-
-
-class Reply(msgspec.Struct, frozen=True):
-    status: int
-    headers: Headers
-    body: bytes = b""
-    events: list[bytes] | None = None  # a stream: each piece goes out as its own body message
 
 
 def sse_events(chunks: list[JsonObject]) -> list[bytes]:
@@ -57,7 +42,7 @@ def json_array_events(chunks: list[JsonObject]) -> list[bytes]:
     return [b"[" + pieces[0], *(b",\r\n" + piece for piece in pieces[1:]), b"]"]
 
 
-class MockGemini:
+class MockGemini(MockApp):
     """The Gemini API as an ASGI app.
 
     Knobs (plain attributes; tests set them between requests): cached_tokens, thoughts_tokens,
@@ -110,50 +95,10 @@ class MockGemini:
             self.cached_tokens, self.thoughts_tokens, self.omit_usage, self.block_reason, self.finish_reason
         )
 
-    # --- ASGI -----------------------------------------------------------------------------------------
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            if scope["type"] == "lifespan":
-                await lifespan(receive, send)
-            return
-        headers: dict[str, str] = {}
-        for raw_name, raw_value in scope["headers"]:
-            name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
-        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
-        path = unquote(raw_path.decode("latin-1"))
-        query = scope["query_string"].decode("latin-1")
-        request = RecordedRequest(scope["method"], path, query, headers, await read_body(receive))
-        if self.record_requests:
-            self.requests.append(request)
-        reply = self._reply(request)
-        if self.first_byte_delay_s > 0:
-            await asyncio.sleep(self.first_byte_delay_s)
-        if reply.events is None:
-            start = {"type": "http.response.start", "status": reply.status, "headers": reply.headers}
-            await send(start)
-            await send({"type": "http.response.body", "body": reply.body})
-        else:
-            await self._send_stream(receive, send, reply)
-
-    async def _send_stream(self, receive: Receive, send: Send, reply: Reply) -> None:
-        gone = asyncio.Event()
-        watcher = asyncio.create_task(watch_disconnect(receive, gone))
-        try:
-            await send({"type": "http.response.start", "status": reply.status, "headers": reply.headers})
-            for index, event in enumerate(reply.events or ()):
-                if index and self.chunk_delay_s > 0:
-                    await asyncio.sleep(self.chunk_delay_s)
-                if gone.is_set():
-                    self.disconnects += 1
-                    return
-                await send({"type": "http.response.body", "body": event, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except OSError:
-            self.disconnects += 1
-        finally:
-            watcher.cancel()
+    def _path(self, scope: Scope) -> str:
+        # route on the path as sent, decoded once: model names carry `:` (`:generateContent`)
+        raw: bytes = scope.get("raw_path") or scope["path"].encode()
+        return unquote(raw.decode("latin-1"))
 
     def _reply(self, request: RecordedRequest) -> Reply:
         try:

@@ -26,7 +26,8 @@ from typing import Any
 import orjson
 import uvicorn
 
-from mocks.openai import MockOpenAI, RecordedRequest, Reply
+from mocks.asgi import RecordedRequest, Reply
+from mocks.openai import MockOpenAI
 from mocks.openai_answer import completion_body, plan_answer, prompt_tokens, stream_events, usage
 from mocks.openai_embed import vector
 from mocks.openai_errors import ApiError

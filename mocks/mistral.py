@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 import orjson
 import uvicorn
 
+from mocks.asgi import RecordedRequest, Reply
 from mocks.mistral_answer import (
     MODELS,
     MistralModel,
@@ -30,7 +31,7 @@ from mocks.mistral_answer import (
     usage,
 )
 from mocks.mistral_validate import CHAT, EMBEDDINGS, MistralError, Unprocessable, check_conversation, validate
-from mocks.openai import MockOpenAI, RecordedRequest, Reply
+from mocks.openai import MockOpenAI
 from mocks.openai_errors import JsonObject
 
 _JSON = (b"content-type", b"application/json")

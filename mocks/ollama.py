@@ -10,22 +10,15 @@ Standalone: python -m mocks.ollama --host 127.0.0.1 --port 11434 [--api-key K]
 from __future__ import annotations
 
 import argparse
-import asyncio
 from collections.abc import Sequence
 
 import orjson
 import uvicorn
 
 from mocks.asgi import (
-    Headers,
-    Receive,
-    Scope,
-    Send,
-    lifespan,
-    read_body,
-    scope_headers,
-    send_whole,
-    watch_disconnect,
+    MockApp,
+    RecordedRequest,
+    Reply,
 )
 from mocks.ollama_answer import (
     TAGS,
@@ -39,7 +32,7 @@ from mocks.ollama_answer import (
     prompt_tokens,
 )
 from mocks.ollama_validate import OllamaError, parse_body, validate_chat, validate_embed, validate_generate
-from mocks.openai import Handler, RecordedRequest, Reply
+from mocks.openai import Handler
 
 VERSION = "0.12.6"
 _JSON = (b"content-type", b"application/json; charset=utf-8")
@@ -50,7 +43,7 @@ _VERSION = Reply(200, [_JSON], orjson.dumps({"version": VERSION}))
 _NOT_FOUND = Reply(404, [_TEXT], b"404 page not found")  # gin's own answer, for any other route
 
 
-class MockOllama:
+class MockOllama(MockApp):
     """Ollama's native API as an ASGI app.
 
     Knobs (plain attributes; tests may set them between requests): cached_tokens (reported as
@@ -96,43 +89,6 @@ class MockOllama:
         self.fail_status = None
         self.fail_message = "mock failure"
         self.fail_retry_after = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            if scope["type"] == "lifespan":
-                await lifespan(receive, send)
-            return
-        query = scope["query_string"].decode("latin-1")
-        request = RecordedRequest(
-            scope["method"], scope["path"], query, scope_headers(scope), await read_body(receive)
-        )
-        if self.record_requests:
-            self.requests.append(request)
-        reply = self._reply(request)
-        if self.first_byte_delay_s > 0:
-            await asyncio.sleep(self.first_byte_delay_s)
-        if reply.events is None:
-            await send_whole(send, reply.status, reply.headers, reply.body)
-        else:
-            await self._send_stream(receive, send, reply.headers, reply.events)
-
-    async def _send_stream(self, receive: Receive, send: Send, headers: Headers, lines: list[bytes]) -> None:
-        gone = asyncio.Event()
-        watcher = asyncio.create_task(watch_disconnect(receive, gone))
-        try:
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            for index, line in enumerate(lines):
-                if index and self.chunk_delay_s > 0:
-                    await asyncio.sleep(self.chunk_delay_s)
-                if gone.is_set():
-                    self.disconnects += 1
-                    return
-                await send({"type": "http.response.body", "body": line, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except OSError:  # servers on ASGI spec 2.4+ may raise on a closed connection
-            self.disconnects += 1
-        finally:
-            watcher.cancel()
 
     def _reply(self, request: RecordedRequest) -> Reply:
         handler = self._routes.get((request.method, request.path))

@@ -9,24 +9,17 @@ Standalone: python -m mocks.openai --host 127.0.0.1 --port 9301 [--api-key K]
 from __future__ import annotations
 
 import argparse
-import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import msgspec
 import orjson
 import uvicorn
 
 from mocks.asgi import (
     Headers,
-    Receive,
-    Scope,
-    Send,
-    lifespan,
-    read_body,
-    scope_headers,
-    send_whole,
-    watch_disconnect,
+    MockApp,
+    RecordedRequest,
+    Reply,
 )
 from mocks.openai_answer import (
     completion_body,
@@ -64,26 +57,6 @@ _MODEL_LIST = orjson.dumps({"object": "list", "data": [_model_json(name) for nam
 _MODEL_BODIES = {name: orjson.dumps(_model_json(name)) for name in MODELS}
 
 
-class RecordedRequest(msgspec.Struct, frozen=True):
-    """One request as it arrived; header names are lowercased, repeated headers joined by ", "."""
-
-    method: str
-    path: str
-    query_string: str
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return orjson.loads(self.body)
-
-
-class Reply(msgspec.Struct, frozen=True):
-    status: int
-    headers: Headers
-    body: bytes = b""
-    events: list[bytes] | None = None  # a stream: each event goes out as its own body message
-
-
 Handler = Callable[[RecordedRequest], Reply]
 
 
@@ -98,7 +71,7 @@ def _mask(key: str) -> str:
     return key[:5] + "*" * (len(key) - 9) + key[-4:]
 
 
-class MockOpenAI:
+class MockOpenAI(MockApp):
     """OpenAI's /v1 chat completions, embeddings and models, as an ASGI app.
 
     Knobs (plain attributes; tests may set them from another thread between requests):
@@ -140,52 +113,6 @@ class MockOpenAI:
         self.fail_status = None
         self.fail_message = "mock failure"
         self.fail_retry_after = None
-
-    # --- ASGI ---------------------------------------------------------------------------------------
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            if scope["type"] == "lifespan":
-                await lifespan(receive, send)
-            return
-        query = scope["query_string"].decode("latin-1")
-        request = RecordedRequest(
-            scope["method"], scope["path"], query, scope_headers(scope), await read_body(receive)
-        )
-        if self.record_requests:
-            self.requests.append(request)
-        reply = self._reply(request)
-        if self.first_byte_delay_s > 0:
-            await asyncio.sleep(self.first_byte_delay_s)
-        if reply.events is None:
-            await send_whole(send, reply.status, reply.headers, reply.body)
-        else:
-            await self._send_stream(receive, send, reply.headers, reply.events)
-
-    async def _send_stream(self, receive: Receive, send: Send, headers: Headers, events: list[bytes]) -> None:
-        gone = asyncio.Event()
-        watcher = asyncio.create_task(watch_disconnect(receive, gone))
-        try:
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            if await self._send_events(send, events, gone):
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-            else:
-                self.disconnects += 1
-        except OSError:
-            # Servers on ASGI spec 2.4+ may raise on a closed connection instead of dropping the send.
-            self.disconnects += 1
-        finally:
-            watcher.cancel()
-
-    async def _send_events(self, send: Send, events: list[bytes], gone: asyncio.Event) -> bool:
-        """Send each event; False as soon as the client is seen gone."""
-        for index, event in enumerate(events):
-            if index and self.chunk_delay_s > 0:
-                await asyncio.sleep(self.chunk_delay_s)
-            if gone.is_set():
-                return False
-            await send({"type": "http.response.body", "body": event, "more_body": True})
-        return True
 
     # --- routing, auth, injected failures -------------------------------------------------------------
 

@@ -33,10 +33,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from mocks import gemini_answer as answers
-from mocks.gemini import JSON, MockGemini, Reply
+from mocks.asgi import RecordedRequest, Reply
+from mocks.gemini import JSON, MockGemini
 from mocks.gemini_errors import GoogleError, invalid, unauthenticated
 from mocks.gemini_validate import parse
-from mocks.openai import RecordedRequest
 from mocks.openai_models import count_tokens
 from mocks.vertex_anthropic import raw_predict
 

@@ -17,7 +17,8 @@ from mocks.anthropic_answer import (
     usage,
 )
 from mocks.anthropic_validate import ApiError, invalid, parse_body, validate_messages
-from mocks.gemini import JSON, Reply
+from mocks.asgi import Reply
+from mocks.gemini import JSON
 
 VERTEX_VERSION = "vertex-2023-10-16"
 _SSE = (b"content-type", b"text/event-stream; charset=utf-8")
