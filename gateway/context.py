@@ -7,24 +7,30 @@ from random import getrandbits
 from typing import TYPE_CHECKING
 
 from gateway.types import Scope
+from pipeline.body import RequestBody
 from providers.base import Call, Operation, Usage
 
 if TYPE_CHECKING:
     from gateway.errors import TollgateError
+    from pipeline.limits import Hold
     from sync.snapshot import AppEntry, LlmEntry, Snapshot
 
 
 class RequestContext:
     __slots__ = (
+        "_body",
         "app",
         "call",
         "cost",
         "error_code",
+        "filter",
         "headers",
+        "hold",
         "llm",
         "op",
         "query",
         "request_id",
+        "response_headers",
         "response_model",
         "response_started",
         "snapshot",
@@ -53,10 +59,29 @@ class RequestContext:
         self.cost = 0.0
         self.upstream_s = 0.0
         self.response_started = False
+        self.filter = ""  # the filter that blocked the request or its answer
+        self._body: RequestBody | None = None
+        self.hold: Hold | None = None  # what the request holds against limits and budgets until settled
+        self.response_headers: list[tuple[bytes, bytes]] = []  # added to the answer (x-ratelimit-*)
 
     def fail(self, error: TollgateError) -> None:
         self.status = error.status
         self.error_code = error.code
+        blocked_by = getattr(error, "filter", None)
+        if blocked_by:
+            self.filter = blocked_by
+
+    @property
+    def body(self) -> RequestBody:
+        """The request's JSON for content filters, parsed on first use (pipeline/body.py)."""
+        if self._body is None:
+            assert self.call is not None
+            self._body = RequestBody(self.call)
+        return self._body
+
+    def commit_body(self) -> bool:
+        """Write a body that filters edited back into the call; True when there was one."""
+        return self._body is not None and self._body.commit()
 
     @property
     def model(self) -> str:

@@ -28,6 +28,7 @@ ERRORS: dict[str, tuple[int, str]] = {
     "vendor_not_supported": (501, "not_implemented_error"),
     "upstream_error": (502, "upstream_error"),
     "not_ready": (503, "server_error"),
+    "filter_unavailable": (503, "server_error"),
     "upstream_timeout": (504, "upstream_error"),
 }
 
@@ -76,6 +77,35 @@ class ModelNotAllowed(TollgateError):
 
 class Forbidden(TollgateError):
     code = "forbidden"
+
+
+class ContentBlocked(TollgateError):
+    """A filter refused the request or the answer; `filter` is its name (recorded in analytics)."""
+
+    code = "content_blocked"
+
+    def __init__(self, filter: str, reason: str = "") -> None:
+        message = f"blocked by filter '{filter}'" + (f": {reason}" if reason else "")
+        super().__init__(message)
+        self.filter = filter
+
+
+class FilterUnavailable(TollgateError):
+    """A fail-closed plugin filter is down or slower than its deadline."""
+
+    code = "filter_unavailable"
+
+    def __init__(self, filter: str, reason: str) -> None:
+        super().__init__(f"filter '{filter}' is unavailable ({reason}); the request was not sent")
+        self.filter = filter
+
+
+class RateLimited(TollgateError):
+    code = "rate_limit_exceeded"
+
+
+class BudgetExceeded(TollgateError):
+    code = "budget_exceeded"
 
 
 class LlmNotFound(TollgateError):

@@ -17,9 +17,10 @@ import orjson
 from gateway import relay
 from gateway.context import RequestContext
 from gateway.errors import InternalError, LlmNotFound, NotImplementedYet, NotReady, TollgateError
-from gateway.request import ClientGone, endpoint, parse_call, proxy_call, read_body
+from gateway.request import ClientGone, endpoint, parse_call, proxy_call, read_body, reparse
 from gateway.runtime import Runtime
 from gateway.types import ASGIReceive, ASGISend, Scope
+from pipeline.limits import settle
 from providers.base import Operation
 from store.records import AnalyticsRecord
 
@@ -41,7 +42,7 @@ class GatewayHandler:
         except TollgateError as refusal:
             ctx.fail(refusal)
             if not ctx.response_started:
-                await _send_error(send, refusal, ctx.request_id)
+                await _send_error(send, refusal, ctx)
         except ClientGone:
             ctx.status, ctx.error_code = 499, "client_closed"
         except Exception:
@@ -51,9 +52,11 @@ class GatewayHandler:
             )
             ctx.fail(error)
             if not ctx.response_started:
-                await _send_error(send, error, ctx.request_id)
+                await _send_error(send, error, ctx)
         finally:
             rt.inflight -= 1
+            if ctx.hold is not None:
+                settle(rt.ledger, ctx)
             self._record(ctx)
 
     async def _serve(self, ctx: RequestContext, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
@@ -74,7 +77,8 @@ class GatewayHandler:
             ctx.call.model = ctx.llm.provider.proxy_model(path, body)
         else:
             ctx.call = parse_call(op, body)
-        await ctx.llm.chain.run_request(ctx)
+        if await ctx.llm.chain.run_request(ctx):
+            ctx.call = reparse(ctx.call)
         if op is Operation.MODELS:
             await self._models(ctx, send)
         else:
@@ -87,7 +91,7 @@ class GatewayHandler:
         allowed = ctx.llm.allowed_models
         data = [m for m in listed if allowed is None or allowed.fullmatch(m["id"])]
         body = orjson.dumps({"object": "list", "data": data})
-        await _send_json(send, 200, body, ctx.request_id)
+        await _send_json(send, 200, body, ctx)
         ctx.status = 200
 
     def _record(self, ctx: RequestContext) -> None:
@@ -126,27 +130,30 @@ class GatewayHandler:
                 upstream_latency_ms=round(ctx.upstream_s * 1000, 3),
                 stream=ctx.stream,
                 edge_id=self.runtime.edge_id,
+                blocked_by=ctx.filter,
             )
         )
 
 
-async def _send_error(send: ASGISend, error: TollgateError, request_id: str) -> None:
+async def _send_error(send: ASGISend, error: TollgateError, ctx: RequestContext) -> None:
     body = error.body()
     headers = [
         (b"content-type", error.content_type.encode()),
         (b"content-length", str(len(body)).encode()),
-        (b"x-request-id", request_id.encode()),
+        (b"x-request-id", ctx.request_id.encode()),
+        *ctx.response_headers,
     ]
     headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
-async def _send_json(send: ASGISend, status: int, body: bytes, request_id: str) -> None:
+async def _send_json(send: ASGISend, status: int, body: bytes, ctx: RequestContext) -> None:
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
-        (b"x-request-id", request_id.encode()),
+        (b"x-request-id", ctx.request_id.encode()),
+        *ctx.response_headers,
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

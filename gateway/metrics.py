@@ -91,6 +91,27 @@ class Metrics:
         self.snapshot_version = Gauge(
             "tollgate_snapshot_version", "Config version being served", registry=r, multiprocess_mode="max"
         )
+        self.counters_degraded = Gauge(
+            "tollgate_counters_degraded",
+            "1 while Redis is configured but unreachable: limits and budgets use this host's counters",
+            registry=r, multiprocess_mode="max",
+        )  # fmt: skip
+        self.counters_failovers = Counter(
+            "tollgate_counters_failovers",
+            "Times the counters fell back from Redis to this host's",
+            registry=r,
+        )
+        self.blocked = Counter(
+            "tollgate_filter_blocks", "Requests and answers blocked, by filter", ("llm", "filter"), registry=r
+        )
+        self.plugin_restarts = Gauge(
+            "tollgate_plugin_restarts", "Times a plugin process was restarted", ("plugin",), registry=r,
+            multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.plugin_failures = Gauge(
+            "tollgate_plugin_failures", "Plugin calls that failed or passed their deadline", ("plugin",),
+            registry=r, multiprocess_mode="livesum",
+        )  # fmt: skip
         self._pending: dict[tuple[str, str, int], _Pending] = {}
         self._pending_upstream: dict[str, _PendingUpstream] = {}
 

@@ -11,8 +11,9 @@ from yarl import URL
 
 from gateway import accounting
 from gateway.context import RequestContext
-from gateway.errors import TollgateError, UpstreamTimeout, UpstreamUnavailable
+from gateway.errors import ContentBlocked, TollgateError, UpstreamTimeout, UpstreamUnavailable
 from gateway.types import ASGIReceive, ASGISend
+from pipeline import respond
 from providers import sse
 from providers.base import Operation, Provider, UpstreamRequest
 
@@ -109,11 +110,14 @@ async def _relay_body(
         usage = await asyncio.to_thread(accounting.estimate, ctx, None, reply.body)
     if usage is not None:
         accounting.settle(ctx, usage, reply.model)
+    answer = reply.body
+    if ctx.llm.chain.responds:  # the response phase; a block raises before anything was sent
+        answer = await respond.answer(ctx, answer)
     headers = _headers(ctx, response, b"application/json")
-    headers.append((b"content-length", str(len(reply.body)).encode()))
+    headers.append((b"content-length", str(len(answer)).encode()))
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     ctx.response_started = True
-    await send({"type": "http.response.body", "body": reply.body})
+    await send({"type": "http.response.body", "body": answer})
     ctx.status = response.status
 
 
@@ -127,6 +131,7 @@ async def _relay_stream(
     assert ctx.call is not None and ctx.llm is not None
     ctx.call.stream = True
     relay = provider.stream(ctx.call)
+    phase = respond.stream(ctx, _framing(ctx, response)) if ctx.llm.chain.responds else None
     headers = _headers(ctx, response, b"text/event-stream; charset=utf-8")
     headers += [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
@@ -136,9 +141,13 @@ async def _relay_stream(
     try:
         async for chunk in response.content.iter_any():
             out = relay.feed(chunk)
+            if phase is not None and out:
+                out = await phase.feed(out)
             if out:
                 await send({"type": "http.response.body", "body": out, "more_body": True})
         tail = relay.finish()
+        if phase is not None:
+            tail = await phase.feed(tail) + await phase.finish()
         if watcher.gone:
             raise aiohttp.ClientConnectionError("client gone")
         await send({"type": "http.response.body", "body": tail, "more_body": False})
@@ -150,6 +159,12 @@ async def _relay_stream(
             usage = await asyncio.to_thread(accounting.estimate, ctx, relay)
         accounting.settle(ctx, usage, relay.model)
         settled = True
+    except ContentBlocked as blocked:  # a response filter: end the client's stream with an error event
+        ctx.fail(blocked)
+        response.close()
+        await send(
+            {"type": "http.response.body", "body": sse.event(blocked.body(), "error"), "more_body": False}
+        )
     except (aiohttp.ClientError, TimeoutError) as exc:
         if watcher.gone:
             ctx.status, ctx.error_code = 499, "client_closed"
@@ -166,6 +181,14 @@ async def _relay_stream(
         watcher.stop()
         if not settled:  # partial answer: count what was relayed (synchronously: we may be cancelled)
             accounting.settle(ctx, relay.usage or accounting.estimate(ctx, relay), relay.model)
+
+
+def _framing(ctx: RequestContext, response: aiohttp.ClientResponse) -> str | None:
+    """How the client's stream is framed: SSE on /openai/; on /proxy/ the vendor's own framing (None:
+    AWS event streams are binary and pass through the response phase untouched; the snapshot warns)."""
+    if ctx.op is not Operation.PROXY:
+        return "sse"
+    return {"text/event-stream": "sse", "application/x-ndjson": "ndjson"}.get(response.content_type)
 
 
 def _broken_stream(slug: str, exc: BaseException) -> TollgateError:
@@ -188,6 +211,8 @@ def _headers(
         ]
     else:
         headers.append((b"content-type", content_type))
+    if ctx.response_headers:
+        headers += ctx.response_headers
     return headers
 
 

@@ -157,3 +157,13 @@ def proxy_call(scope: Scope, headers: dict[bytes, bytes], path: str, body: bytes
         headers=forwarded,
         content_type=content_type,
     )
+
+
+def reparse(call: Call) -> Call:
+    """The call again after a filter rewrote its body (a `/openai/` call's view fields follow the body)."""
+    if call.op is Operation.PROXY or call.op is Operation.MODELS:
+        return call
+    fresh = parse_call(call.op, call.body)
+    if not fresh.model:  # the body names none: keep the LLM's default_model, chosen in the auth phase
+        fresh.model, fresh.model_in_body = call.model, False
+    return fresh

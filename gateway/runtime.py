@@ -7,14 +7,22 @@ analytics writer and the metrics, and rebuilds the snapshot when the store's con
 from __future__ import annotations
 
 import asyncio
+import calendar
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 
 import aiohttp
 
 from gateway.analytics import AnalyticsWriter
 from gateway.metrics import Metrics
+from pipeline.counters.base import NANO_USD, Counters, CountersUnavailable
+from pipeline.counters.failover import FailoverCounters
+from pipeline.counters.local import LocalCounters
+from pipeline.limits import Ledger
+from pipeline.plugins.host import PluginHosts
+from pipeline.registry import Services
 from store.base import Store
 from sync.secrets import SecretBox
 from sync.snapshot import Snapshot, build
@@ -23,6 +31,7 @@ from sync.state import ConfigState
 log = logging.getLogger("tollgate")
 
 WATCH_INTERVAL_S = 0.5
+PLUGIN_START_S = 10.0  # how long startup waits for the plugins to answer (then they start late)
 
 
 class Runtime:
@@ -34,6 +43,7 @@ class Runtime:
         notes: Sequence[str] = (),
         max_body_bytes: int = 10 * 1024 * 1024,
         edge_id: str = "",
+        counters: Counters | None = None,
     ) -> None:
         self.store = store
         self.box = box
@@ -42,6 +52,12 @@ class Runtime:
         self.edge_id = edge_id
         self.metrics = Metrics()
         self.analytics = AnalyticsWriter(store, self.metrics)
+        self.counters = counters or LocalCounters()
+        self.ledger = Ledger(self.counters)
+        self.plugins = PluginHosts()
+        self.services = Services(ledger=self.ledger, plugins=self.plugins)
+        if isinstance(self.counters, FailoverCounters):
+            self.counters.on_change = self._counters_changed
         self.snapshot = Snapshot.empty()
         self.draining = False
         self.inflight = 0
@@ -61,6 +77,10 @@ class Runtime:
 
     async def start(self) -> None:
         await self.reload()
+        await self.seed_budgets()
+        # ready only once the plugins answer: a fail-closed filter would refuse the first requests
+        await asyncio.gather(*(plugin.wait_ready(PLUGIN_START_S) for plugin in self.plugins))
+        self.ledger.start()
         # One keep-alive pool per process. No total limit: streams hold connections for minutes.
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
         self._http = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
@@ -78,9 +98,29 @@ class Runtime:
                 break
             await asyncio.sleep(0.05)
         await self.analytics.close()
+        await self.ledger.close()
+        await self.plugins.close()
         self.metrics.flush()
         if self._http is not None:
             await self._http.close()
+
+    async def seed_budgets(self) -> None:
+        """Budget spend of this month so far, from the analytics (kept by restarts; Redis keeps what other
+        gateways booked, and only keys it has no state for take these figures)."""
+        now = time.time()
+        start = time.gmtime(now)
+        month_start = calendar.timegm((start.tm_year, start.tm_mon, 1, 0, 0, 0))
+        spent = await self.store.spend(month_start)
+        month = time.strftime("%Y-%m", start)
+        try:
+            await self.counters.seed(month, {key: round(usd * NANO_USD) for key, usd in spent.items()})
+        except CountersUnavailable as exc:
+            log.warning("budget spend could not be seeded into the counters: %s", exc)
+
+    def _counters_changed(self, degraded: bool) -> None:
+        self.metrics.counters_degraded.set(1 if degraded else 0)
+        if degraded:
+            self.metrics.counters_failovers.inc()
 
     async def reload(self) -> None:
         """Rebuild the snapshot from the store and swap it in; requests in flight keep the old one."""
@@ -89,7 +129,8 @@ class Runtime:
             if rows.version == self.snapshot.version:
                 return
             previous = set(self.snapshot.warnings)
-            snapshot = build(ConfigState.from_rows(rows), self.box, self.notes)
+            snapshot = build(ConfigState.from_rows(rows), self.box, self.notes, self.services)
+            self.plugins.retain(snapshot.plugin_commands)
             self.snapshot = snapshot
         self.metrics.snapshot_version.set(snapshot.version)
         for warning in snapshot.warnings:
@@ -101,6 +142,9 @@ class Runtime:
         while True:
             await asyncio.sleep(WATCH_INTERVAL_S)
             self.metrics.flush()
+            for plugin in self.plugins:
+                self.metrics.plugin_restarts.labels(plugin.name).set(plugin.restarts)
+                self.metrics.plugin_failures.labels(plugin.name).set(plugin.failures)
             try:
                 if await self.store.config_version() != self.snapshot.version:
                     await self.reload()

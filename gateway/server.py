@@ -26,6 +26,11 @@ from gateway.app import GatewayApp
 from gateway.runtime import Runtime
 from gateway.settings import Settings
 from gateway.types import ASGIApp
+from pipeline.counters.base import Counters
+from pipeline.counters.failover import FailoverCounters
+from pipeline.counters.host import HostCounters
+from pipeline.counters.local import LocalCounters
+from pipeline.counters.redis import RedisCounters
 from store.base import StoreError
 from store.sqlite import SqliteStore
 from sync.bootstrap import BootstrapError, apply_bootstrap
@@ -151,7 +156,13 @@ async def serve_single(settings: Settings, cfg: ConfigFile | None) -> None:
     """workers = 1: the gateway, the admin API and the bundled mock share one event loop."""
     box = secret_box(settings)
     store = await open_store(settings, box, cfg)
-    runtime = Runtime(store, box, notes=notes(settings, cfg), max_body_bytes=settings.max_body_bytes)
+    runtime = Runtime(
+        store,
+        box,
+        notes=notes(settings, cfg),
+        max_body_bytes=settings.max_body_bytes,
+        counters=counters(settings, host_socket=None),
+    )
     try:
         await start_runtime(runtime)
     except BaseException:
@@ -166,6 +177,18 @@ async def serve_single(settings: Settings, cfg: ConfigFile | None) -> None:
     finally:
         await runtime.stop()
         await store.close()
+
+
+def counters(settings: Settings, host_socket: str | None) -> Counters:
+    """Where this process keeps rate windows and budgets: Redis when `--redis` is given (falling back to
+    this host's counters while it is unreachable), else this host's: the process's own with one worker,
+    the supervisor's (over `host_socket`) with several."""
+    local: Counters = LocalCounters()
+    if host_socket:  # and, should the supervisor's socket fail, this worker's own as the last resort
+        local = FailoverCounters(HostCounters(host_socket), local)
+    if settings.redis:
+        return FailoverCounters(RedisCounters(settings.redis), local)
+    return local
 
 
 async def drain(runtime: Runtime, settings: Settings) -> None:

@@ -51,6 +51,4 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             notes.append(f"--mode {self.mode} is not built yet: serving as a standalone gateway")
         if self.hub:
             notes.append("--hub is not used yet (edge mode is not built)")
-        if self.redis:
-            notes.append("--redis is not used yet: there are no shared counters to keep")
         return notes

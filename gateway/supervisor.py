@@ -24,6 +24,7 @@ from gateway.logs import configure_logging
 from gateway.runtime import Runtime
 from gateway.server import (
     bind,
+    counters,
     drain,
     make_server,
     notes,
@@ -35,6 +36,7 @@ from gateway.server import (
     start_runtime,
 )
 from gateway.settings import Settings
+from pipeline.counters.host import CounterServer
 from store.sqlite import SqliteStore
 from sync.model import ConfigFile
 from sync.secrets import SecretBox
@@ -66,7 +68,11 @@ async def _parent(settings: Settings, cfg: ConfigFile | None, sock: socket.socke
     except BaseException:
         await store.close()
         raise
-    pool = WorkerPool(settings, notes(settings, cfg), sock)
+    # The workers' shared rate windows and budgets (and the fallback while Redis is unreachable).
+    counter_dir = tempfile.mkdtemp(prefix="tollgate-counters-")
+    counter_server = CounterServer(os.path.join(counter_dir, "counters.sock"))
+    await counter_server.start()
+    pool = WorkerPool(settings, notes(settings, cfg), sock, counter_server.path)
     pool.start()
     host, port = sock.getsockname()[:2]
     log.info("gateway listening on http://%s:%d (%d workers)", host, port, settings.workers)
@@ -74,14 +80,17 @@ async def _parent(settings: Settings, cfg: ConfigFile | None, sock: socket.socke
         await run_servers(side_servers(settings, cfg, store, box, None), on_stop=pool.stop)
     finally:
         await pool.stop()
+        await counter_server.close()
+        shutil.rmtree(counter_dir, ignore_errors=True)
         await store.close()
 
 
 class WorkerPool:
-    def __init__(self, settings: Settings, notes: list[str], sock: socket.socket) -> None:
+    def __init__(self, settings: Settings, notes: list[str], sock: socket.socket, counters: str) -> None:
         self.settings = settings
         self.notes = notes
         self.sock = sock
+        self.counters = counters
         self.workers: list[SpawnProcess] = []
         self.stopping = False
         self._supervisor: asyncio.Task[None] | None = None
@@ -92,7 +101,7 @@ class WorkerPool:
 
     def _spawn(self) -> SpawnProcess:
         process = _spawn.Process(
-            target=worker_main, args=(self.settings, self.notes, self.sock), daemon=False
+            target=worker_main, args=(self.settings, self.notes, self.sock, self.counters), daemon=False
         )
         process.start()
         return process
@@ -145,10 +154,10 @@ def _mark_dead(pid: int | None) -> None:
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
-def worker_main(settings: Settings, notes: list[str], sock: socket.socket) -> None:
+def worker_main(settings: Settings, notes: list[str], sock: socket.socket, counters: str) -> None:
     """A worker process: its own runtime, serving the parent's socket until SIGTERM."""
     configure_logging(settings.log_level)
-    run_loop(_worker(settings, notes, sock))
+    run_loop(_worker(settings, notes, sock, counters))
 
 
 async def _check_secrets(store: SqliteStore, box: SecretBox) -> None:
@@ -158,11 +167,17 @@ async def _check_secrets(store: SqliteStore, box: SecretBox) -> None:
     await probe.stop()
 
 
-async def _worker(settings: Settings, notes: list[str], sock: socket.socket) -> None:
+async def _worker(settings: Settings, notes: list[str], sock: socket.socket, host_socket: str) -> None:
     box = secret_box(settings)
     store = SqliteStore(settings.sqlite_path)
     await store.open()
-    runtime = Runtime(store, box, notes=notes, max_body_bytes=settings.max_body_bytes)
+    runtime = Runtime(
+        store,
+        box,
+        notes=notes,
+        max_body_bytes=settings.max_body_bytes,
+        counters=counters(settings, host_socket),
+    )
     try:
         await start_runtime(runtime)
     except BaseException:

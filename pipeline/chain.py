@@ -1,19 +1,28 @@
-"""The ordered filter chain a request runs through: pre_auth → auth → post_auth → upstream → response.
+"""The ordered filter chain: pre_auth → auth → post_auth → (upstream) → response.
 
 A chain is composed once per LLM per snapshot (never per request). Built-in checks are filters like any
-other, so the order is visible in one place: `compose`.
+other, so `compose` is the one place that shows the order of every step:
+
+    pre_auth    global filters, then the LLM's, in order
+    auth        app key → app (pipeline/auth.py); app may use the LLM and model (pipeline/access.py)
+    post_auth   global filters, then the LLM's; then rate limits and budgets (pipeline/limits.py), last,
+                so a request that a filter refuses costs no quota
+    upstream    the provider adapter and the relay (gateway/relay.py)
+    response    text rules and event filters on the answer, streamed ones event by event
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from pipeline.access import LlmAccess
 from pipeline.auth import AppKeyAuth
-from pipeline.registry import FILTER_KINDS
+from pipeline.base import EventFilter, RequestFilter, TextRule
+from pipeline.limits import Ledger, Limits
+from pipeline.registry import FILTER_KINDS, Services, is_text_rule
 from sync.model import Filter
 
 if TYPE_CHECKING:
@@ -22,44 +31,58 @@ if TYPE_CHECKING:
 REQUEST_PHASES = ("pre_auth", "auth", "post_auth")
 
 
-class RequestFilter(Protocol):
-    name: str
-
-    async def __call__(self, ctx: RequestContext) -> None:
-        """Pass (return), refuse (raise a TollgateError) or rewrite the call in `ctx`."""
-
-
 class Chain(msgspec.Struct, frozen=True):
-    phases: dict[str, tuple[RequestFilter, ...]]
     request: tuple[RequestFilter, ...]  # the request phases, flattened in order
+    rules: tuple[TextRule, ...]  # response: text rules (masks and blocks on the answer's texts)
+    events: tuple[EventFilter, ...]  # response: python:/plugin: filters on the answer or each event
+    order: tuple[tuple[str, str], ...]  # (phase, step name), for /readyz and the docs
 
-    async def run_request(self, ctx: RequestContext) -> None:
+    @property
+    def responds(self) -> bool:
+        """The answer goes through the response phase (else it is relayed untouched)."""
+        return bool(self.rules or self.events)
+
+    async def run_request(self, ctx: RequestContext) -> bool:
+        """Run the request phases; True when a filter rewrote the body."""
         for step in self.request:
             await step(ctx)
+        return ctx.commit_body()
 
     def names(self) -> list[str]:
-        return [step.name for step in self.request]
+        return [name for _, name in self.order]
 
 
-BUILT_IN: dict[str, tuple[RequestFilter, ...]] = {
-    "pre_auth": (),
-    "auth": (AppKeyAuth(), LlmAccess()),
-    "post_auth": (),
-}
-
-
-def compose(configured: Iterable[Filter]) -> tuple[Chain, list[Filter]]:
+def compose(configured: Iterable[Filter], services: Services) -> tuple[Chain, list[tuple[Filter, str]]]:
     """The chain for an LLM whose filters (global ones first, then its own in order) are `configured`.
 
-    Returns the chain and the filters whose kind is not built yet, which the caller reports.
+    Returns the chain and the filters that could not be built, with why, which the caller reports.
     """
-    phases = {phase: list(BUILT_IN[phase]) for phase in REQUEST_PHASES}
-    missing = []
+    steps: dict[str, list[Any]] = {"pre_auth": [], "auth": [AppKeyAuth(), LlmAccess()], "post_auth": []}
+    rules: list[TextRule] = []
+    events: list[EventFilter] = []
+    broken: list[tuple[Filter, str]] = []
     for spec in configured:
-        factory = FILTER_KINDS.get(spec.kind)
-        if factory is None or spec.phase not in phases:
-            missing.append(spec)
+        factory = FILTER_KINDS.get(spec.kind.partition(":")[0] + ":" if ":" in spec.kind else spec.kind)
+        if factory is None:
+            broken.append((spec, f"kind {spec.kind} is not built"))
             continue
-        phases[spec.phase].append(factory(spec))
-    frozen = {phase: tuple(steps) for phase, steps in phases.items()}
-    return Chain(frozen, tuple(step for phase in REQUEST_PHASES for step in frozen[phase])), missing
+        try:
+            step = factory(spec, services)
+        except (ValueError, ImportError, OSError) as exc:
+            broken.append((spec, str(exc)))
+            continue
+        if spec.phase != "response":
+            steps[spec.phase].append(step)
+        elif is_text_rule(step):
+            rules.append(step)
+        else:
+            events.append(step)
+    steps["post_auth"].append(Limits(services.ledger))
+    request = tuple(step for phase in REQUEST_PHASES for step in steps[phase])
+    order = tuple((phase, step.name) for phase in REQUEST_PHASES for step in steps[phase])
+    order += tuple(("response", rule.name) for rule in rules)
+    order += tuple(("response", event.name) for event in events)
+    return Chain(request, tuple(rules), tuple(events), order), broken
+
+
+__all__ = ["Chain", "Ledger", "Services", "compose"]

@@ -88,3 +88,6 @@ class Store(Protocol):
     async def interactions(self, query: InteractionQuery) -> list[AnalyticsRecord]: ...
 
     async def usage(self, query: UsageQuery) -> list[dict[str, object]]: ...
+
+    async def spend(self, since: float) -> dict[str, float]:
+        """USD spent since `since` per app and per LLM, keyed "app:<id>" and "llm:<id>"."""

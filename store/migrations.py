@@ -59,4 +59,5 @@ SQLITE: list[list[str]] = [
         # Every index costs each insert; filters by user or LLM scan the time index (newest first).
         "CREATE INDEX analytics_app_ts ON analytics (app_id, ts)",
     ],
+    ["ALTER TABLE analytics ADD COLUMN blocked_by TEXT NOT NULL DEFAULT ''"],
 ]

@@ -39,6 +39,7 @@ class AnalyticsRecord(msgspec.Struct, kw_only=True):
     route: str = ""
     attempt: int = 1
     cache_status: str = ""
+    blocked_by: str = ""  # the filter that blocked the request or its answer
     id: int = 0  # assigned by the store; orders records with equal timestamps
 
 

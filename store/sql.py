@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -118,3 +118,19 @@ def usage_row(row: Sequence[Any]) -> dict[str, object]:
         "latency_p50_ms": float(row[8] or 0.0),
         "latency_p95_ms": float(row[9] or 0.0),
     }
+
+
+def spend_query(since: float, params: Params) -> tuple[str, list[Any]]:
+    """Cost since `since` per app and per LLM (the budgets' seed): rows of (kind, id, cost)."""
+    statement = f"""
+        SELECT 'app', app_id, SUM(cost) FROM analytics WHERE ts >= {params.add(since)} AND app_id IS NOT NULL
+        GROUP BY app_id
+        UNION ALL
+        SELECT 'llm', llm_id, SUM(cost) FROM analytics WHERE ts >= {params.add(since)} AND llm_id IS NOT NULL
+        GROUP BY llm_id"""
+    return statement, params.values
+
+
+def spend_rows(rows: Iterable[Sequence[Any]]) -> dict[str, float]:
+    """{"app:12": usd, "llm:3": usd}: the counters' budget keys (pipeline/limits.py)."""
+    return {f"{kind}:{id}": float(cost or 0.0) for kind, id, cost in rows}

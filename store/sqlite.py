@@ -125,6 +125,12 @@ class SqliteStore:
             rows = await cur.fetchall()
         return [sql.record_from_row(r) for r in rows]
 
+    async def spend(self, since: float) -> dict[str, float]:
+        statement, params = sql.spend_query(since, sql.Params("?"))
+        async with self.db.execute(statement, params) as cur:
+            rows = await cur.fetchall()
+        return sql.spend_rows(rows)
+
     async def usage(self, query: UsageQuery) -> list[dict[str, object]]:
         day = "strftime('%Y-%m-%d', ts, 'unixepoch')"
         statement, params = sql.usage_query(query, sql.Params("?"), day)

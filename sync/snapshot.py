@@ -13,6 +13,10 @@ from collections.abc import Iterator, Sequence
 import msgspec
 
 from pipeline.chain import Chain, compose
+from pipeline.counters.base import Budget, Window
+from pipeline.limits import budget_for, window_for
+from pipeline.registry import Services
+from pipeline.services import default_services
 from providers.base import Provider
 from providers.registry import bind, has_adapter
 from sync.entities import resolve_api_key
@@ -33,6 +37,9 @@ class LlmEntry(msgspec.Struct, frozen=True):
     allowed_models: re.Pattern[str] | None
     provider: Provider
     chain: Chain
+    window: Window | None = None  # its rate_limit
+    budget: Budget | None = None  # its monthly_budget_usd
+    hold_ms: int = 660_000  # how long a budget reservation outlives an unsettled call
 
 
 class AppEntry(msgspec.Struct, frozen=True):
@@ -42,6 +49,8 @@ class AppEntry(msgspec.Struct, frozen=True):
     owner_id: int | None
     owner_email: str
     llms: frozenset[str]  # what it may call: its `llms` that its owner may use
+    window: Window | None = None  # its rate_limit
+    budget: Budget | None = None  # its monthly_budget_usd
 
 
 class UserEntry(msgspec.Struct, frozen=True):
@@ -59,14 +68,19 @@ class Snapshot(msgspec.Struct, frozen=True):
     prices: PriceBook
     unserved: dict[str, str]  # slug → why it is configured but not served (disabled LLM, route)
     warnings: tuple[str, ...]
+    plugin_commands: frozenset[str] = frozenset()  # the plugin: executables its filters call
 
     @classmethod
     def empty(cls) -> Snapshot:
         return cls(-1, time.time(), {}, {}, {}, PriceBook(()), {}, ())
 
 
-def build(state: ConfigState, box: SecretBox, notes: Sequence[str] = ()) -> Snapshot:
-    """Compile `state`; `notes` are process-level warnings (flags not built yet) to show beside ours."""
+def build(
+    state: ConfigState, box: SecretBox, notes: Sequence[str] = (), services: Services | None = None
+) -> Snapshot:
+    """Compile `state`; `notes` are process-level warnings (flags not built yet) to show beside ours.
+    `services` are the process's counters and plugin hosts that filters use (a probe build gets its own)."""
+    services = services or default_services()
     warnings = list(notes)
     filters: dict[str, Filter] = {s.name: s.entity for s in state.of("filters")}
     secrets = state.secret_values()
@@ -80,12 +94,26 @@ def build(state: ConfigState, box: SecretBox, notes: Sequence[str] = ()) -> Snap
         chosen = [f for f in filters.values() if f.global_] + [
             filters[n] for n in llm.filters if n in filters
         ]
-        chain, missing = compose(_unique(chosen))
-        warnings += [f"filter '{f.name}' ({f.kind}) is configured but not enforced yet" for f in missing]
+        chain, broken = compose(_unique(chosen), services)
+        warnings += [f"filter '{f.name}' ({f.kind}) is not enforced: {why}" for f, why in broken]
+        if chain.responds and llm.vendor == "bedrock":
+            warnings.append(
+                f"LLM '{llm.slug}': response filters apply on /openai/; Bedrock's native event streams "
+                "on /proxy/ pass through them unfiltered"
+            )
         provider = bind(llm, resolve_api_key(llm, secrets, box))
         allowed = compile_models(llm.allowed_models)
         llms[llm.slug] = LlmEntry(
-            stored.id, llm.slug, llm.vendor, llm.default_model, allowed, provider, chain
+            stored.id,
+            llm.slug,
+            llm.vendor,
+            llm.default_model,
+            allowed,
+            provider,
+            chain,
+            window=window_for(f"llm:{stored.id}", llm.rate_limit),
+            budget=budget_for(f"llm:{stored.id}", llm.monthly_budget_usd),
+            hold_ms=int(llm.timeout_s * 1000) + 60_000,
         )
     for stored in state.of("routes"):
         route: Route = stored.entity
@@ -104,6 +132,9 @@ def build(state: ConfigState, box: SecretBox, notes: Sequence[str] = ()) -> Snap
         prices=PriceBook(s.entity for s in state.of("prices")),
         unserved=unserved,
         warnings=tuple(dict.fromkeys(warnings)),
+        plugin_commands=frozenset(
+            f.kind.removeprefix("plugin:") for f in filters.values() if f.kind.startswith("plugin:")
+        ),
     )
 
 
@@ -119,7 +150,16 @@ def _apps(state: ConfigState) -> dict[str, AppEntry]:
         permitted = _permitted(owner[1], group_llms) if owner else set()
         grants = frozenset(s for s in app.llms if permitted is None or s in permitted)
         owner_id = owner[0] if owner else None
-        entry = AppEntry(stored.id, app.name, app.active, owner_id, app.owner, grants)
+        entry = AppEntry(
+            stored.id,
+            app.name,
+            app.active,
+            owner_id,
+            app.owner,
+            grants,
+            window=window_for(f"app:{stored.id}", app.rate_limit),
+            budget=budget_for(f"app:{stored.id}", app.monthly_budget_usd),
+        )
         apps[stored.key_hash] = entry
     return apps
 
@@ -137,21 +177,11 @@ def _unbuilt(state: ConfigState) -> Iterator[str]:
         llm: Llm = stored.entity
         if not has_adapter(llm.vendor):
             yield f"LLM '{llm.slug}': vendor {llm.vendor} has no adapter yet; its calls answer 501"
-        yield from _limits("LLM", llm.slug, llm)
-    for stored in state.of("apps"):
-        yield from _limits("app", stored.entity.name, stored.entity)
     for stored in state.of("routes"):
         yield f"route '{stored.entity.slug}': routes are not served yet; its calls answer 501"
     caching = [s.name for kind in ("llms", "apps", "routes") for s in state.of(kind) if _caches(s.entity)]
     if caching:
         yield f"response cache is configured ({', '.join(caching)}) but not built yet"
-
-
-def _limits(label: str, name: str, entity: Llm | App) -> Iterator[str]:
-    if entity.monthly_budget_usd is not None:
-        yield f"{label} '{name}': monthly_budget_usd is not enforced yet"
-    if entity.rate_limit is not None:
-        yield f"{label} '{name}': rate_limit is not enforced yet"
 
 
 def _caches(entity: Llm | App | Route | Group) -> bool:

@@ -131,6 +131,10 @@ def _llm_problems(llm: Llm, filters: set[str], secrets: set[str]) -> Iterator[Pr
 
 def _filter_problems(f: Filter) -> Iterator[Problem]:
     if f.kind.startswith(EXTERNAL_FILTER_PREFIXES):
+        from pipeline.plugins.filters import config_problems as external_problems
+
+        for message in external_problems(f):
+            yield Problem("filters", f.name, "config", message)
         return
     phases = FILTER_PHASES.get(f.kind)
     if phases is None:
@@ -140,6 +144,25 @@ def _filter_problems(f: Filter) -> Iterator[Problem]:
         )
     elif f.phase not in phases:
         yield Problem("filters", f.name, "phase", f"kind {f.kind} runs in {', '.join(sorted(phases))}")
+    else:
+        for message in _config_problems(f):
+            yield Problem("filters", f.name, "config", message)
+
+
+def _config_problems(f: Filter) -> Iterator[str]:
+    from pipeline.text import config_problems as text_problems
+
+    config = f.config
+    if f.kind == "max_prompt_tokens":
+        limit = config.get("max")
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0:
+            yield "'max' must be a positive number of tokens"
+    elif f.kind in ("require_fields", "strip_fields"):
+        fields = config.get("fields")
+        if not isinstance(fields, list) or not fields or not all(isinstance(x, str) for x in fields):
+            yield "'fields' must be a non-empty list of field names"
+    else:
+        yield from text_problems(f.kind, config)
 
 
 def _unknown_llms(section: str, label: str, names: list[str], known: set[str]) -> Iterator[Problem]:

@@ -25,7 +25,10 @@ NEW = {
     "users": ({"email": "bob@example.com", "role": "admin"}, {"role": "developer"}),
     "groups": ({"name": "g2", "llms": ["gpt"]}, {"llms": []}),
     "prices": ({"vendor": "openai", "model": "gpt-9", "input_per_1m": 1.0}, {"output_per_1m": 2.0}),
-    "filters": ({"name": "f", "phase": "pre_auth", "kind": "regex_block"}, {"config": {"keywords": ["x"]}}),
+    "filters": (
+        {"name": "f", "phase": "pre_auth", "kind": "regex_block", "config": {"patterns": ["y"]}},
+        {"config": {"keywords": ["x"]}},
+    ),
     "secrets": ({"name": "S2", "value": "very-secret-value"}, {"value": "another-secret-value"}),
 }
 

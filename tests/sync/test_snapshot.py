@@ -187,9 +187,45 @@ def test_llm_entries_carry_what_the_hot_path_reads(tmp_path: Path) -> None:
     assert gpt.allowed_models is not None
     assert gpt.allowed_models.fullmatch("gpt-4o-mini") and not gpt.allowed_models.fullmatch("xgpt-4o")
     assert snapshot.llms["lit"].allowed_models is None  # empty = any model
-    assert gpt.chain.names() == ["auth", "access"]
+    assert gpt.chain.names() == ["auth", "access", "limits"]
     assert snapshot.prices.rate("openai", "gpt-4o-mini") is not None
     assert snapshot.version >= 1
+
+
+def test_limits_and_filters_are_compiled_onto_the_entries(tmp_path: Path) -> None:
+    raw = copy.deepcopy(plain())
+    raw["llms"][0].update(monthly_budget_usd=500, rate_limit={"rpm": 5})
+    raw["apps"][0].update(monthly_budget_usd=0.25, rate_limit={"rpm": 600, "tpm": 1000})
+    raw["filters"] = [
+        {
+            "name": "rx",
+            "phase": "pre_auth",
+            "kind": "regex_block",
+            "config": {"keywords": ["x"]},
+            "global": True,
+        },
+        {"name": "pii", "phase": "post_auth", "kind": "pii_redact"},
+        {"name": "out", "phase": "response", "kind": "response_regex", "config": {"patterns": ["y"]}},
+    ]
+    raw["llms"][0]["filters"] = ["out", "pii"]
+    snapshot = bootstrapped(tmp_path / "t.db", raw)
+    assert snapshot.warnings == ()
+    gpt = snapshot.llms["gpt"]
+    assert gpt.chain.order == (
+        ("pre_auth", "rx"),
+        ("auth", "auth"),
+        ("auth", "access"),
+        ("post_auth", "pii"),
+        ("post_auth", "limits"),
+        ("response", "out"),
+    )
+    assert gpt.chain.responds and not snapshot.llms["lit"].chain.responds
+    assert gpt.window is not None and (gpt.window.rpm, gpt.window.tpm) == (5, 0)
+    assert gpt.budget is not None and gpt.budget.limit == 500 * 10**9
+    app = snapshot.apps[sha("tg-bot-key-0001")]
+    assert app.window is not None and (app.window.rpm, app.window.tpm) == (600, 1000)
+    assert app.budget is not None and app.budget.limit == 250_000_000
+    assert app.window.key == f"app:{app.id}" and gpt.window.key == f"llm:{gpt.id}"
 
 
 def test_apps_are_keyed_by_the_sha256_of_their_key(tmp_path: Path) -> None:
@@ -294,20 +330,12 @@ def _change(path: str, value: Any) -> Any:
 
 # (id, changes to the plain config, one fragment per expected warning: each names one warning, no other)
 WARNINGS = [
-    ("llm budget", [_change("llms.0.monthly_budget_usd", 500)], ["LLM 'gpt': monthly_budget_usd"]),
-    ("app budget", [_change("apps.0.monthly_budget_usd", 20)], ["app 'bot': monthly_budget_usd"]),
-    ("llm rate limit", [_change("llms.1.rate_limit", {"rpm": 5})], ["LLM 'lit': rate_limit"]),
-    ("app rate limit", [_change("apps.0.rate_limit", {"rpm": 600, "tpm": 1000})], ["app 'bot': rate_limit"]),
     ("route", [_change("routes", [{"slug": "smart", "targets": [{"llm": "gpt"}]}])], ["route 'smart'"]),
     ("llm cache", [_change("llms.0.cache", {"mode": "exact"})], ["response cache is configured (gpt)"]),
     ("app cache", [_change("apps.0.cache", {"mode": "semantic"})], ["response cache is configured (bot)"]),
     ("route cache", [_change("routes", [{"slug": "smart", "targets": [{"llm": "gpt"}],
                                           "cache": {"mode": "exact"}}])],
      ["route 'smart'", "response cache is configured (smart)"]),
-    ("llm filter", [_change("filters", [{"name": "pii", "phase": "post_auth", "kind": "pii_redact"}]),
-                    _change("llms.0.filters", ["pii"])], ["filter 'pii'"]),
-    ("global filter", [_change("filters", [{"name": "rx", "phase": "pre_auth", "kind": "regex_block",
-                                            "global": True}])], ["filter 'rx'"]),
     ("external filter", [_change("filters", [{"name": "ext", "phase": "pre_auth", "kind": "python:p.m:f"}]),
                          _change("llms.1.filters", ["ext"])], ["filter 'ext'"]),
 ]  # fmt: skip
@@ -350,8 +378,8 @@ def test_everything_unbuilt_at_once_is_each_named_once(tmp_path: Path) -> None:
     raw["llms"][1]["filters"] = ["ext", "pii"]  # pii on two LLMs, rx global: still one warning each
     warnings = bootstrapped(tmp_path / "t.db", raw).warnings
     assert len(warnings) == len(set(warnings))
-    for name in ("'pii'", "'rx'", "'ext'"):
-        assert sum(name in w for w in warnings) == 1, warnings
+    assert sum("'ext'" in w for w in warnings) == 1, warnings  # not importable: named once
+    assert not any("'pii'" in w or "'rx'" in w for w in warnings)  # built-in kinds are enforced
 
 
 def test_process_notes_are_shown_beside_the_config_warnings(tmp_path: Path) -> None:
