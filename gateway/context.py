@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from random import getrandbits
 from typing import TYPE_CHECKING
 
@@ -62,7 +63,8 @@ class RequestContext:
         self.filter = ""  # the filter that blocked the request or its answer
         self._body: RequestBody | None = None
         self.hold: Hold | None = None  # what the request holds against limits and budgets until settled
-        self.response_headers: list[tuple[bytes, bytes]] = []  # added to the answer (x-ratelimit-*)
+        # added to the answer (x-ratelimit-*); a list is made only when there are some
+        self.response_headers: Sequence[tuple[bytes, bytes]] = ()
 
     def fail(self, error: TollgateError) -> None:
         self.status = error.status

@@ -36,11 +36,7 @@ class Chain(msgspec.Struct, frozen=True):
     rules: tuple[TextRule, ...]  # response: text rules (masks and blocks on the answer's texts)
     events: tuple[EventFilter, ...]  # response: python:/plugin: filters on the answer or each event
     order: tuple[tuple[str, str], ...]  # (phase, step name), for /readyz and the docs
-
-    @property
-    def responds(self) -> bool:
-        """The answer goes through the response phase (else it is relayed untouched)."""
-        return bool(self.rules or self.events)
+    responds: bool  # the answer goes through the response phase (else it is relayed untouched)
 
     async def run_request(self, ctx: RequestContext) -> bool:
         """Run the request phases; True when a filter rewrote the body."""
@@ -82,7 +78,7 @@ def compose(configured: Iterable[Filter], services: Services) -> tuple[Chain, li
     order = tuple((phase, step.name) for phase in REQUEST_PHASES for step in steps[phase])
     order += tuple(("response", rule.name) for rule in rules)
     order += tuple(("response", event.name) for event in events)
-    return Chain(request, tuple(rules), tuple(events), order), broken
+    return Chain(request, tuple(rules), tuple(events), order, bool(rules or events)), broken
 
 
 __all__ = ["Chain", "Ledger", "Services", "compose"]

@@ -102,10 +102,10 @@ class Limits:
     async def __call__(self, ctx: RequestContext) -> None:
         app, llm = ctx.app, ctx.llm
         assert app is not None and llm is not None
+        if app.window is None and llm.window is None and app.budget is None and llm.budget is None:
+            return
         windows = tuple(w for w in (app.window, llm.window) if w is not None)
         budgets = tuple(b for b in (app.budget, llm.budget) if b is not None)
-        if not windows and not budgets:
-            return
         ask = Ask(
             windows=windows,
             budgets=budgets,
@@ -116,7 +116,7 @@ class Limits:
         )
         answer = await self.ledger.admit(ask)
         if app.window is not None:
-            ctx.response_headers += rate_headers(app.window, answer.windows[0])
+            ctx.response_headers = rate_headers(app.window, answer.windows[0])
         if not answer.allowed:
             raise _refusal(ctx, answer)
         tpm_keys = tuple(w.key for w in windows if w.tpm)

@@ -105,21 +105,25 @@ _GAP_SHAPE = _table(b"x", (b"0123456789 .()-", b"0"))
 _NUMBER_RUN = re.compile(rb"0000000+")
 _DATES = frozenset({b"0000-00-00", b"00.00.0000", b"0000.00.00", b"00-00-0000"})
 # Each entity stands alone: no letter or digit touches it, nor a separator followed by a digit (so an IP
-# is not the start of a version string); cards and phones are not the end of a longer group of digits.
-_CARD = re.compile(r"(?<!\w)(?<![0-9][ -])[0-9](?:[ -]?[0-9]){12,}(?!\w)")
+# is not the start of a version string, nor a phone the end of a longer dashed number).
+# cards: 13-19 digits, or grouped as printed (4-4-4-4, 4-4-4-4-3, 4-6-5, 4-6-4) by spaces or dashes
+_CARD = re.compile(
+    r"(?<!\w)(?<![0-9][ -])(?:[0-9]{13,19}|[0-9]{4}(?P<sep>[ -])(?:[0-9]{4}(?P=sep)[0-9]{4}(?P=sep)"
+    r"[0-9]{1,4}(?:(?P=sep)[0-9]{3})?|[0-9]{6}(?P=sep)[0-9]{4,5}))(?!\w|[ -][0-9])"
+)
 _SSN = re.compile(r"(?<!\w)(?<![0-9]-)([0-9]{3})-([0-9]{2})-([0-9]{4})(?!\w|-[0-9])")
 _IPV4 = re.compile(r"(?<!\w)(?<![0-9]\.)[0-9]{1,3}(?:\.[0-9]{1,3}){3}(?!\w|\.[0-9])")
-_ALONE, _ALONE_END = r"(?<![\w+])(?<![0-9][ .-])", r"(?!\w|[.-][0-9])"
-# One regex for every phone form; `wide` marks the forms that need 9 digits, not 7: an area code in
+_ALONE, _ALONE_END = r"(?<![\w+])(?<![0-9][.-])", r"(?!\w|[.-][0-9])"
+# Every phone form in one regex; `wide` marks those that need 9 digits, not 7: an area code in
 # parentheses, and a trunk-0 number (so that a date such as 01.02.2023 is not one).
-_PHONE = re.compile(
-    _ALONE + r"(?:\+[1-9][0-9]{0,2}(?:[ .-]?\(?[0-9]{1,5}\)?){1,6}"  # +1 415 555 0132, +44 (0)20 7946 0958
+_PHONE_FORMS = (
+    r"\+[1-9][0-9]{0,2}(?:[ .-]?\(?[0-9]{1,5}\)?){1,6}"  # +1 415 555 0132, +44 (0)20 7946 0958
     r"|(?P<wide>\([0-9]{2,5}\)[ .-]?[0-9]{2,4}(?:[ .-]?[0-9]{2,4}){1,2}"  # (415) 555-0132
     r"|0[0-9]{1,4}(?P<s0>[ .-])[0-9]{2,8}(?:(?P=s0)[0-9]{2,4}){0,3})"  # 020 7946 0958, 06 12 34 56 78
     r"|[2-9][0-9]{2}(?P<s1>[ .-])[2-9][0-9]{2}(?P=s1)[0-9]{4}"  # 415-555-0132, 415.555.0132
-    r"|[2-9][0-9]{2}-[0-9]{4})"  # 555-0132
-     + _ALONE_END
+    r"|[2-9][0-9]{2}-[0-9]{4}"  # 555-0132
 )
+_PHONE = re.compile(f"{_ALONE}(?:{_PHONE_FORMS}){_ALONE_END}")
 _IBAN = re.compile(
     r"(?<![A-Za-z0-9])[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?![A-Za-z0-9])"
 )
@@ -196,6 +200,8 @@ def _phones(text: str, shape: bytes, start: int, end: int, hits: list[Hit]) -> N
         s, e = m.span()
         if text[e - 1] == ")" and text.count("(", s, e) < text.count(")", s, e):
             e -= 1  # the parenthesis closes the sentence, not an area code
+        if s > 1 and text[s - 1] == " " and text[s - 2].isdigit() and " " in text[s:e]:
+            continue  # the last groups of a longer number written with spaces
         n = shape.count(b"0", s, e)
         # an SSN-shaped number that is not a valid SSN is no phone either
         if (9 if m.group("wide") else 7) <= n <= 15 and not _SSN.fullmatch(text, s, e):

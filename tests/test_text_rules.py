@@ -53,6 +53,9 @@ POSITIVES = [
     ("phone-trunk", "ring 020 7946 0958", [("PHONE", "020 7946 0958")]),
     ("phone-local", "ext 555-0132", [("PHONE", "555-0132")]),
     ("phone-in-parentheses", "(call +1 415 555 0132)", [("PHONE", "+1 415 555 0132")]),
+    ("phone-trunk-in-parentheses", "call +44 (0)20 7946 0958.", [("PHONE", "+44 (0)20 7946 0958")]),
+    ("phone-after-date", "on 2024-01-15 415-555-0132", [("PHONE", "415-555-0132")]),
+    ("ip-after-version", "v3.11.7 on 8.8.8.8", [("IP", "8.8.8.8")]),
     (
         "secret-openai",
         "key sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8t done",
@@ -100,6 +103,8 @@ NEGATIVES = [
     ("card-luhn", "card 4111 1111 1111 1112"),
     ("card-too-long", "ref 41111111111111111111111"),
     ("card-zeros", "card 0000 0000 0000 0000"),
+    ("card-odd-groups", "ref 4111 11 1111 111111 ok"),
+    ("card-years", "in 2024 2025 2026 2027 and 2028"),
     ("iban-checksum", "IBAN DE89 3704 0044 0532 0130 01"),
     ("iban-lowercase", "de89370400440532013000"),
     ("ipv4-octet", "bad 999.1.1.1 and 256.1.1.1"),
