@@ -66,7 +66,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--core", default="0")
     parser.add_argument("--load-core", default="1")
-    parser.add_argument("--redis", default="redis://127.0.0.1:6379/15")
+    parser.add_argument(
+        "--redis", default="redis://127.0.0.1:6379/15", help="the counters' Redis ('' for in-process counters)"
+    )
     parser.add_argument("--out", type=Path, default=BENCH / "results")
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -98,7 +100,8 @@ def main() -> None:
         return command, port
 
     bare_cmd, bare_port = gateway("bare", tollgate_config(upstream_url))
-    policy_cmd, policy_port = gateway("policies", policy_config(upstream_url), "--redis", args.redis)
+    redis = ("--redis", args.redis) if args.redis else ()
+    policy_cmd, policy_port = gateway("policies", policy_config(upstream_url), *redis)
     with (
         process(upstream_cmd, upstream_url + "/v1/models", tmp / "upstream.log"),
         process(bare_cmd, f"http://127.0.0.1:{bare_port}/readyz", tmp / "bare.log") as bare,

@@ -20,6 +20,7 @@ import functools
 import logging
 import math
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from gateway.errors import BudgetExceeded, RateLimited
@@ -54,6 +55,11 @@ class Ledger:
 
     def __init__(self, counters: Counters) -> None:
         self.counters = counters
+        # in-process counters settle at once; others get the settlement from a task
+        # (or let Redis carry it with the next admit: pipeline/counters/redis.py)
+        self._settle_now: Callable[[Settle], None] | None = getattr(counters, "settle_now", None) or getattr(
+            counters, "defer_settle", None
+        )
         self._queue: list[Settle] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -65,6 +71,9 @@ class Ledger:
         return await self.counters.admit(ask)
 
     def settle(self, settle: Settle) -> None:
+        if self._settle_now is not None:
+            self._settle_now(settle)
+            return
         self._queue.append(settle)
         self._wake.set()
 
@@ -138,6 +147,7 @@ def settle(ledger: Ledger, ctx: RequestContext) -> None:
             month=hold.ask.month,
             reservation=hold.ask.reservation,
             cost=round(ctx.cost * NANO_USD),
+            reserved=hold.ask.reserve,
         )
     )
 

@@ -122,7 +122,8 @@ def ask(
 
 def settle_of(sent: Ask, tokens: int = 0, cost: int = 0) -> Settle:
     tpm = tuple(w.key for w in sent.windows if w.tpm)
-    return Settle(tpm, tokens, tuple(b.key for b in sent.budgets), sent.month, sent.reservation, cost)
+    budgets = tuple(b.key for b in sent.budgets)
+    return Settle(tpm, tokens, budgets, sent.month, sent.reservation, cost, sent.reserve)
 
 
 async def admit_all(counters: Counters, asks: list[Ask]) -> list[Answer]:

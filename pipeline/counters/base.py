@@ -69,6 +69,7 @@ class Settle(msgspec.Struct, frozen=True, array_like=True):
     month: str
     reservation: str
     cost: int  # nano-USD the call really cost
+    reserved: int = 0  # nano-USD `admit` reserved under `reservation` (Ask.reserve)
 
 
 class Counters(Protocol):

@@ -8,6 +8,8 @@ while degraded, each gateway enforces its limits on its own.
 
 from __future__ import annotations
 
+import asyncio
+
 import logging
 import time
 from collections.abc import Callable
@@ -55,6 +57,16 @@ class FailoverCounters:
             self._failed(exc)
             return await self.fallback.settle(settle)
         self._answered()
+
+    def defer_settle(self, settle: Settle) -> None:
+        """Settle without waiting: through the primary's own deferral while it is up."""
+        home = self.fallback if self._use_fallback() else self.primary
+        defer = getattr(home, "defer_settle", None) or getattr(home, "settle_now", None)
+        if defer is not None:
+            defer(settle)
+        else:
+            task = asyncio.ensure_future(self.settle(settle))
+            task.add_done_callback(_log_failure)
 
     async def seed(self, month: str, spent: dict[str, int]) -> None:
         await self.fallback.seed(month, spent)
@@ -107,3 +119,8 @@ class FailoverCounters:
         log.info("%s is back; limits and budgets use it again", self.primary.name)
         if self.on_change is not None:
             self.on_change(False)
+
+
+def _log_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("settling usage failed: %s", task.exception())

@@ -97,21 +97,19 @@ local nb = (#KEYS - 2 * nw) / 2
 local base = 4 + 2 * nw
 local reserve, hold_ms = tonumber(ARGV[base + nb]), tonumber(ARGV[base + nb + 1])
 local ttl, id = ARGV[base + nb + 2], ARGV[base + nb + 3]
+local fresh = {}
 if kind == 0 then
   for j = 1, nb do
     local b, h = KEYS[2 * nw + 2 * j - 1], KEYS[2 * nw + 2 * j]
     local gone = redis.call('ZRANGEBYSCORE', h, '-inf', now)
-    if #gone > 0 then
-      for _, old in ipairs(gone) do
-        local amount = redis.call('HGET', b, 'h:' .. old)
-        if amount then
-          redis.call('HDEL', b, 'h:' .. old)
-          redis.call('HINCRBY', b, 'r', -tonumber(amount))
-        end
-      end
+    if #gone > 0 then  -- reservations never settled (their gateway died): released
+      local amount = 0
+      for _, member in ipairs(gone) do amount = amount + tonumber(string.match(member, ':(%d+)$')) end
+      redis.call('HINCRBY', b, 'r', -amount)
       redis.call('ZREMRANGEBYSCORE', h, '-inf', now)
     end
     local state = redis.call('HMGET', b, 's', 'r')
+    fresh[j] = not state[1] and not state[2]
     if (tonumber(state[1]) or 0) + (tonumber(state[2]) or 0) >= tonumber(ARGV[base + j - 1]) then
       kind, index = 3, j
       break
@@ -131,12 +129,14 @@ if kind == 0 then
   if reserve > 0 then
     for j = 1, nb do
       local b, h = KEYS[2 * nw + 2 * j - 1], KEYS[2 * nw + 2 * j]
-      if redis.call('HSETNX', b, 'h:' .. id, reserve) == 1 then
+      -- a reservation is the member "<id>:<amount>", scored by when it expires
+      if redis.call('ZADD', h, 'NX', now + hold_ms, id .. ':' .. reserve) == 1 then
         redis.call('HINCRBY', b, 'r', reserve)
-        redis.call('ZADD', h, now + hold_ms, id)
       end
-      redis.call('PEXPIRE', b, ttl)
-      redis.call('PEXPIRE', h, ttl)
+      if fresh[j] then  -- a month's budget keys live 40 days from their first use
+        redis.call('PEXPIRE', b, ttl)
+        redis.call('PEXPIRE', h, ttl)
+      end
     end
   end
 end
@@ -148,12 +148,13 @@ return reply
 """
 ).replace("$BUCKETS", str(BUCKETS))
 
-# KEYS: t per window, then b, h per budget. ARGV: bucket_ms, windows, tokens, reservation, cost, ttl_ms.
+# KEYS: t per window, then b, h per budget. ARGV: bucket_ms, windows, tokens, reservation, cost, ttl_ms,
+# reserved.
 _SETTLE = (
     _CLOCK
     + """
 local bucket_ms, nw, tokens = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local id, cost, ttl = ARGV[4], tonumber(ARGV[5]), ARGV[6]
+local id, cost, ttl, reserved = ARGV[4], tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
 if tokens > 0 then
   local bucket = math.floor(now / bucket_ms)
   for i = 1, nw do
@@ -170,15 +171,12 @@ if tokens > 0 then
 end
 for j = nw + 1, #KEYS, 2 do
   local b, h = KEYS[j], KEYS[j + 1]
-  local amount = redis.call('HGET', b, 'h:' .. id)
-  if amount then
-    redis.call('HDEL', b, 'h:' .. id)
-    redis.call('HINCRBY', b, 'r', -tonumber(amount))
-    redis.call('ZREM', h, id)
+  if reserved > 0 and redis.call('ZREM', h, id .. ':' .. reserved) == 1 then
+    redis.call('HINCRBY', b, 'r', -reserved)
   end
-  redis.call('HINCRBY', b, 's', cost)
-  redis.call('PEXPIRE', b, ttl)
-  redis.call('PEXPIRE', h, ttl)
+  if redis.call('HINCRBY', b, 's', cost) == cost then  -- the month's first booking
+    redis.call('PEXPIRE', b, ttl)
+  end
 end
 return 0
 """
@@ -204,9 +202,33 @@ class _Script:
         self.sha = hashlib.sha1(self.source).hexdigest().encode()
 
 
+# Settlements deferred by `defer_settle` travel with the next admit (or alone after SETTLE_DELAY_S): one
+# script call runs them in order. ARGV: the number of ops, then per op its kind ("s" or "a"), its number
+# of keys and of args, and its args; KEYS: every op's keys in order. Returns the admit's reply, else 0.
+_BATCH = f"""
+local function settle(KEYS, ARGV)
+{_SETTLE}
+end
+local function admit(KEYS, ARGV)
+{_ADMIT}
+end
+local ki, ai, reply = 1, 2, 0
+for _ = 1, tonumber(ARGV[1]) do
+  local kind, nk, na = ARGV[ai], tonumber(ARGV[ai + 1]), tonumber(ARGV[ai + 2])
+  ai = ai + 3
+  local keys, args = {{}}, {{}}
+  for x = 1, nk do keys[x] = KEYS[ki]; ki = ki + 1 end
+  for x = 1, na do args[x] = ARGV[ai]; ai = ai + 1 end
+  if kind == 'a' then reply = admit(keys, args) else settle(keys, args) end
+end
+return reply
+"""
+
 _SCRIPTS = {
-    name: _Script(source) for name, source in (("admit", _ADMIT), ("settle", _SETTLE), ("seed", _SEED))
+    name: _Script(source)
+    for name, source in (("admit", _ADMIT), ("settle", _SETTLE), ("seed", _SEED), ("batch", _BATCH))
 }
+SETTLE_DELAY_S = 0.002  # a deferred settlement waits this long for an admit to travel with
 _REFUSALS = ("", "rpm:", "tpm:", "budget:")
 
 
@@ -218,6 +240,47 @@ class RedisCounters:
         self.prefix = "{" + prefix + "}"
         self.window_ms = window_ms
         self.bucket_ms = max(1, window_ms // BUCKETS)
+        self._deferred: list[tuple[list[str], tuple[Any, ...]]] = []  # settlements not sent yet
+        self._timer: asyncio.TimerHandle | None = None
+
+    def defer_settle(self, settle: Settle) -> None:
+        """Book `settle` with the next admit, or alone within SETTLE_DELAY_S: half the round trips and
+        script calls of settling each request on its own. Settlements that cannot be sent (Redis gone)
+        are logged and dropped; their reservations expire after the call's hold."""
+        self._deferred.append(self._settle_op(settle))
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(SETTLE_DELAY_S, self._send_deferred)
+
+    def _send_deferred(self) -> None:
+        self._timer = None
+        if self._deferred:
+            task = asyncio.ensure_future(self._batch(self._take_deferred(), None))
+            task.add_done_callback(self._sent)
+
+    def _take_deferred(self) -> list[tuple[list[str], tuple[Any, ...]]]:
+        ops, self._deferred = self._deferred, []
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        return ops
+
+    @staticmethod
+    def _sent(task: asyncio.Future[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("settling usage in Redis failed: %s", task.exception())
+
+    async def _batch(
+        self, settles: list[tuple[list[str], tuple[Any, ...]]], admit: tuple[list[str], list[Any]] | None
+    ) -> Any:
+        keys: list[str] = []
+        args: list[Any] = [len(settles) + (admit is not None)]
+        for op_keys, op_args in settles:
+            keys += op_keys
+            args += ("s", len(op_keys), len(op_args), *op_args)
+        if admit is not None:
+            keys += admit[0]
+            args += ("a", len(admit[0]), len(admit[1]), *admit[1])
+        return await self._run(_SCRIPTS["batch"], keys, args)
 
     async def admit(self, ask: Ask) -> Answer:
         p = self.prefix
@@ -230,7 +293,10 @@ class RedisCounters:
             keys += (p + "b:" + ask.month + ":" + budget.key, p + "h:" + ask.month + ":" + budget.key)
             args.append(budget.limit)
         args += (ask.reserve, ask.hold_ms, BUDGET_TTL_MS, ask.reservation)
-        reply = await self._run(_SCRIPTS["admit"], keys, args)
+        if self._deferred:  # the settlements waiting travel with this admit, applied first
+            reply = await self._batch(self._take_deferred(), (keys, args))
+        else:
+            reply = await self._run(_SCRIPTS["admit"], keys, args)
         kind, index = reply[1], reply[2] - 1
         refused = ""
         if kind:
@@ -239,6 +305,10 @@ class RedisCounters:
         return Answer(reply[0] == 1, refused, reply[3], states)
 
     async def settle(self, settle: Settle) -> None:
+        keys, args = self._settle_op(settle)
+        await self._run(_SCRIPTS["settle"], keys, args)
+
+    def _settle_op(self, settle: Settle) -> tuple[list[str], tuple[Any, ...]]:
         p = self.prefix
         keys = [p + "t:" + key for key in settle.windows]
         for key in settle.budgets:
@@ -250,8 +320,9 @@ class RedisCounters:
             settle.reservation,
             settle.cost,
             BUDGET_TTL_MS,
+            settle.reserved,
         )
-        await self._run(_SCRIPTS["settle"], keys, args)
+        return keys, args
 
     async def seed(self, month: str, spent: dict[str, int]) -> None:
         if spent:
@@ -259,6 +330,11 @@ class RedisCounters:
             await self._run(_SCRIPTS["seed"], keys, [BUDGET_TTL_MS, *spent.values()])
 
     async def close(self) -> None:
+        if self._deferred:
+            try:
+                await self._batch(self._take_deferred(), None)
+            except CountersUnavailable as exc:
+                log.error("settling usage in Redis at shutdown failed: %s", exc)
         self.redis.close()
 
     async def _run(self, script: _Script, keys: list[str], args: Any) -> Any:
