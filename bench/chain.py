@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--core", default="0")
     parser.add_argument("--load-core", default="1")
     parser.add_argument(
-        "--redis", default="redis://127.0.0.1:6379/15", help="the counters' Redis ('' for in-process counters)"
+        "--redis", default="redis://127.0.0.1:6379/15", help="the counters' Redis ('' for in-process ones)"
     )
     parser.add_argument("--out", type=Path, default=BENCH / "results")
     args = parser.parse_args()

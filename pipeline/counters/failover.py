@@ -9,7 +9,6 @@ while degraded, each gateway enforces its limits on its own.
 from __future__ import annotations
 
 import asyncio
-
 import logging
 import time
 from collections.abc import Callable
