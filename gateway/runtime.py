@@ -21,7 +21,7 @@ from pipeline.counters.base import NANO_USD, Counters, CountersUnavailable
 from pipeline.counters.failover import FailoverCounters
 from pipeline.counters.local import LocalCounters
 from pipeline.limits import Ledger
-from pipeline.plugins.host import PluginHosts
+from pipeline.plugins.hosts import PluginHosts
 from pipeline.registry import Services
 from store.base import Store
 from sync.secrets import SecretBox

@@ -18,7 +18,7 @@ from sync.model import Filter
 
 if TYPE_CHECKING:
     from pipeline.limits import Ledger
-    from pipeline.plugins.host import PluginHosts
+    from pipeline.plugins.hosts import PluginHosts
 
 
 class Services(msgspec.Struct, frozen=True):

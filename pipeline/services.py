@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pipeline.counters.local import LocalCounters
 from pipeline.limits import Ledger
-from pipeline.plugins.host import PluginHosts
+from pipeline.plugins.hosts import PluginHosts
 from pipeline.registry import Services
 
 

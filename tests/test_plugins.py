@@ -26,7 +26,8 @@ from pipeline.plugins.filters import (
     plugin_filter,
     python_filter,
 )
-from pipeline.plugins.host import PluginHost, PluginHosts, PluginUnavailable
+from pipeline.plugins.host import PluginHost, PluginUnavailable
+from pipeline.plugins.hosts import PluginHosts
 from pipeline.plugins.plugin_pb2 import FilterRequest
 from providers.base import Call, Operation
 from sync.model import Filter

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from gateway.errors import ContentBlocked, FilterUnavailable
-from pipeline.plugins.host import PluginHosts, PluginUnavailable
+from pipeline.plugins.host import PluginUnavailable
+from pipeline.plugins.hosts import PluginHosts
 from pipeline.plugins.plugin_pb2 import FilterRequest, FilterResponse
 from pipeline.sdk import FilterCall, Verdict
 from sync.model import Filter
@@ -110,7 +111,7 @@ def _wrap(spec: Filter, target: Target) -> RequestFilter | EventFilter:
 
 
 class PythonTarget:
-    __slots__ = ("config", "filter", "function", "is_async", "phase")
+    __slots__ = ("_warned_at", "config", "fail_open", "filter", "function", "is_async", "phase")
 
     def __init__(self, spec: Filter, function: FilterFunction) -> None:
         self.filter = spec.name
@@ -118,6 +119,19 @@ class PythonTarget:
         self.config = spec.config
         self.function = function
         self.is_async = _is_async(function)
+        self.fail_open = spec.config.get("fail") == "open"
+        self._warned_at = -math.inf
+
+    def _failed(self, error: Exception) -> None:
+        now = time.monotonic()
+        if now - self._warned_at >= WARN_EVERY_S:  # a filter failing on every request: one trace per 10 s
+            self._warned_at = now
+            log.error(
+                "filter '%s' raised; fail %s",
+                self.filter,
+                "open" if self.fail_open else "closed",
+                exc_info=error,
+            )
 
     async def verdict(self, ctx: RequestContext, doc: Any, streamed: bool) -> Verdict:
         meta = metadata(ctx)
@@ -129,9 +143,15 @@ class PythonTarget:
             metadata=meta,
             streamed=streamed,
         )
-        result = self.function(call)
-        if self.is_async:
-            result = await result  # type: ignore[misc]  # checked once, at build
+        try:
+            result = self.function(call)
+            if self.is_async:
+                result = await result  # type: ignore[misc]  # checked once, at build
+        except Exception as error:  # the filter's own bug: its `fail` policy decides, as for plugins
+            self._failed(error)
+            if self.fail_open:
+                return PASS
+            raise FilterUnavailable(self.filter, f"it raised {type(error).__name__}") from None
         if result is None:
             return PASS
         if not isinstance(result, Verdict):
@@ -251,11 +271,15 @@ def plugin_command(kind: str) -> str:
 def config_problems(spec: Filter) -> list[str]:
     """What is wrong with a `python:` or `plugin:` filter's kind and config (empty: nothing)."""
     if spec.kind.startswith(PYTHON_PREFIX):
+        fail = spec.config.get("fail", "closed")
+        problems = (
+            [] if fail in ("open", "closed") else [f"config.fail must be 'open' or 'closed', not {fail!r}"]
+        )
         try:
             load_callable(spec.kind)
         except ValueError as error:
-            return [str(error)]
-        return []
+            problems.append(str(error))
+        return problems
     if spec.kind.startswith(PLUGIN_PREFIX):
         return _plugin_config_problems(spec)
     return []

@@ -5,8 +5,8 @@ temp dir, waits until its gRPC server answers, and restarts it with backoff when
 never waits past its own deadline: while the plugin is down or (re)starting, a call waits for it only as
 long as its deadline allows, then raises `PluginUnavailable` and the filter applies its `fail` policy.
 
-`PluginHosts` is the per-process registry (owned by the runtime): one host per distinct command line,
-shared by every filter and snapshot that names it.
+`PluginHosts` (pipeline/plugins/hosts.py) is the per-process registry (owned by the runtime): one host per
+distinct command line, shared by every filter and snapshot that names it.
 """
 
 from __future__ import annotations
@@ -15,11 +15,9 @@ import asyncio
 import contextlib
 import logging
 import os
-import shlex
 import shutil
 import signal
 import tempfile
-from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -268,65 +266,3 @@ def _rpc_reason(error: grpc.aio.AioRpcError, timeout_s: float) -> str:
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return f"no answer within {timeout_s * 1000:.0f} ms"
     return f"{code.name.lower()}: {error.details()}"
-
-
-class PluginHosts:
-    """The plugin processes of this gateway process, one per distinct command line."""
-
-    def __init__(self, retire_grace_s: float = 10.0) -> None:
-        self._hosts: dict[str, PluginHost] = {}
-        # Hosts no longer configured: kept for a grace period, since requests that started on the previous
-        # snapshot may still call them.
-        self._retiring: dict[str, tuple[PluginHost, asyncio.Handle]] = {}
-        self._stopping: set[asyncio.Task[None]] = set()
-        self._grace_s = retire_grace_s
-
-    def host(self, command_line: str) -> PluginHost:
-        """The host for `command_line` (shlex-split), created on first use and started as soon as an event
-        loop runs (at once if one runs now)."""
-        host = self._hosts.get(command_line)
-        if host is None:
-            if command_line in self._retiring:
-                host, handle = self._retiring.pop(command_line)
-                handle.cancel()
-            else:
-                command = shlex.split(command_line)
-                # For logs and metrics: "keyword_guard.py", "python chaos.py"
-                name = " ".join(os.path.basename(part) for part in command[:2]) or command_line
-                host = PluginHost(command, name)
-            self._hosts[command_line] = host
-        with contextlib.suppress(RuntimeError):  # no running loop: its first call starts it
-            host.start()
-        return host
-
-    def __iter__(self) -> Iterator[PluginHost]:
-        return iter(list(self._hosts.values()))
-
-    def retain(self, command_lines: Iterable[str]) -> None:
-        """Stop the hosts whose command is not in `command_lines` (after the grace period)."""
-        keep = set(command_lines)
-        for command_line in [c for c in self._hosts if c not in keep]:
-            host = self._hosts.pop(command_line)
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                host.terminate()
-                continue
-            handle = loop.call_later(self._grace_s, self._retire, command_line)
-            self._retiring[command_line] = (host, handle)
-
-    def _retire(self, command_line: str) -> None:
-        host, _ = self._retiring.pop(command_line)
-        task = asyncio.get_running_loop().create_task(host.stop())
-        self._stopping.add(task)
-        task.add_done_callback(self._stopping.discard)
-
-    async def close(self) -> None:
-        """Stop every plugin process (SIGTERM, then SIGKILL after 2 s), retiring ones included."""
-        hosts = list(self._hosts.values())
-        for host, handle in self._retiring.values():
-            handle.cancel()
-            hosts.append(host)
-        self._hosts.clear()
-        self._retiring.clear()
-        await asyncio.gather(*(host.stop() for host in hosts), *self._stopping)

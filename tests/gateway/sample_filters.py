@@ -30,3 +30,8 @@ def shout(call: FilterCall) -> Verdict | None:
             if isinstance(message, dict) and isinstance(message.get("content"), str):
                 message["content"] = message["content"].upper()
     return Verdict.rewrite(body)
+
+
+def broken(call: FilterCall) -> Verdict | None:
+    """A filter with a bug: its `fail` policy decides what happens to the request."""
+    raise KeyError("oops")

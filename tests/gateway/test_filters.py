@@ -301,3 +301,21 @@ def test_a_filter_that_cannot_be_built_is_named_at_startup(start_gateway, upstre
     gw.process.wait(20)
     assert gw.process.returncode != 0
     assert "ghost" in gw.output()
+
+
+def test_a_python_filter_that_raises_follows_its_fail_policy(start_gateway, upstream, upstream_url):
+    filters = [
+        {"name": "buggy", "phase": "post_auth", "kind": "python:tests.gateway.sample_filters:broken"},
+        {
+            "name": "lenient",
+            "phase": "pre_auth",
+            "kind": "python:tests.gateway.sample_filters:broken",
+            "config": {"fail": "open"},
+        },
+    ]
+    gw = _gateway(start_gateway, upstream_url, filters)
+    with pytest.raises(openai.InternalServerError) as caught:  # "lenient" let it through; "buggy" did not
+        _ask(gw, "hello")
+    assert caught.value.status_code == 503 and caught.value.body["code"] == "filter_unavailable"
+    assert "buggy" in caught.value.body["message"] and upstream.requests == []
+    assert "KeyError" in gw.output()
