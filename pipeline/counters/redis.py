@@ -101,18 +101,23 @@ local fresh = {}
 if kind == 0 then
   for j = 1, nb do
     local b, h = KEYS[2 * nw + 2 * j - 1], KEYS[2 * nw + 2 * j]
-    local gone = redis.call('ZRANGEBYSCORE', h, '-inf', now)
-    if #gone > 0 then  -- reservations never settled (their gateway died): released
-      local amount = 0
-      for _, member in ipairs(gone) do amount = amount + tonumber(string.match(member, ':(%d+)$')) end
-      redis.call('HINCRBY', b, 'r', -amount)
-      redis.call('ZREMRANGEBYSCORE', h, '-inf', now)
-    end
     local state = redis.call('HMGET', b, 's', 'r')
     fresh[j] = not state[1] and not state[2]
-    if (tonumber(state[1]) or 0) + (tonumber(state[2]) or 0) >= tonumber(ARGV[base + j - 1]) then
-      kind, index = 3, j
-      break
+    local spent, reserved, limit = tonumber(state[1]) or 0, tonumber(state[2]) or 0, tonumber(ARGV[base + j - 1])
+    if spent + reserved >= limit then
+      -- before refusing: release reservations never settled (their gateway died), then look again
+      local gone = redis.call('ZRANGEBYSCORE', h, '-inf', now)
+      if #gone > 0 then
+        local amount = 0
+        for _, member in ipairs(gone) do amount = amount + tonumber(string.match(member, ':(%d+)$')) end
+        redis.call('HINCRBY', b, 'r', -amount)
+        redis.call('ZREMRANGEBYSCORE', h, '-inf', now)
+        reserved = reserved - amount
+      end
+      if spent + reserved >= limit then
+        kind, index = 3, j
+        break
+      end
     end
   end
 end
