@@ -103,7 +103,8 @@ if kind == 0 then
     local b, h = KEYS[2 * nw + 2 * j - 1], KEYS[2 * nw + 2 * j]
     local state = redis.call('HMGET', b, 's', 'r')
     fresh[j] = not state[1] and not state[2]
-    local spent, reserved, limit = tonumber(state[1]) or 0, tonumber(state[2]) or 0, tonumber(ARGV[base + j - 1])
+    local spent, reserved = tonumber(state[1]) or 0, tonumber(state[2]) or 0
+    local limit = tonumber(ARGV[base + j - 1])
     if spent + reserved >= limit then
       -- before refusing: release reservations never settled (their gateway died), then look again
       local gone = redis.call('ZRANGEBYSCORE', h, '-inf', now)
