@@ -250,10 +250,20 @@ class RedisCounters:
         self._timer: asyncio.TimerHandle | None = None
 
     def defer_settle(self, settle: Settle) -> None:
-        """Book `settle` with the next admit, or alone within SETTLE_DELAY_S: half the round trips and
-        script calls of settling each request on its own. Settlements that cannot be sent (Redis gone)
-        are logged and dropped; their reservations expire after the call's hold."""
-        self._deferred.append(self._settle_op(settle))
+        """Book `settle` without waiting. On an idle connection it is sent at once (Redis runs it before
+        the next request arrives, off that request's path); while calls are in flight it waits for the
+        next admit to travel with, or SETTLE_DELAY_S: under load, half the round trips and script calls.
+        Settlements that cannot be sent (Redis gone) are logged and dropped; their reservations expire
+        after the call's hold."""
+        op = self._settle_op(settle)
+        protocol = self.redis.idle()
+        if protocol is not None and not self._deferred:
+            keys, args = op
+            script = _SCRIPTS["settle"]
+            sent = protocol.call(hiredis.pack_command((b"EVALSHA", script.sha, len(keys), *keys, *args)))
+            sent.add_done_callback(lambda done: self._settled(done, op))
+            return
+        self._deferred.append(op)
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(SETTLE_DELAY_S, self._send_deferred)
 
@@ -269,6 +279,22 @@ class RedisCounters:
             self._timer.cancel()
             self._timer = None
         return ops
+
+    def _settled(self, done: asyncio.Future[Any], op: tuple[list[str], tuple[Any, ...]]) -> None:
+        """A settlement sent on its own: an unknown script (Redis restarted) goes again with the next
+        batch, which loads it; a lost connection is logged."""
+        if done.cancelled():
+            return
+        error = done.exception()
+        reply = None if error is not None else done.result()
+        if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
+            load = asyncio.ensure_future(self.redis.call(b"SCRIPT", b"LOAD", _SCRIPTS["settle"].source))
+            load.add_done_callback(self._sent)
+            self._deferred.append(op)
+            if self._timer is None:
+                self._timer = asyncio.get_running_loop().call_later(SETTLE_DELAY_S, self._send_deferred)
+        elif error is not None or isinstance(reply, hiredis.ReplyError):
+            log.error("settling usage in Redis failed: %s", error or reply)
 
     @staticmethod
     def _sent(task: asyncio.Future[Any]) -> None:
@@ -380,6 +406,13 @@ class RedisConnection:
         if protocol is None or protocol.closed:
             protocol = await self._connect()
         return await protocol.call(hiredis.pack_command(args))
+
+    def idle(self) -> _Resp | None:
+        """The connection when it is open with no call in flight, else None."""
+        protocol = self._protocol
+        if protocol is None or protocol.closed or protocol.pending:
+            return None
+        return protocol
 
     def close(self) -> None:
         if self._protocol is not None:
