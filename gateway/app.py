@@ -42,11 +42,18 @@ class GatewayApp:
     async def readyz(self, request: Request) -> Response:
         rt = self.runtime
         snapshot = rt.snapshot
+        warnings = list(snapshot.warnings)
+        if rt.counters_degraded:
+            warnings.append(
+                "Redis is unreachable: limits and budgets are counted on this host until it is back"
+            )
+        warnings += [f"plugin '{p.name}' is not answering" for p in rt.plugins if not p.ready]
         detail = {
             "config_version": snapshot.version,
             "llms": len(snapshot.llms),
             "apps": len(snapshot.apps),
-            "warnings": list(snapshot.warnings),
+            "counters": rt.counters.name,  # where limits and budgets are counted: local, host or redis
+            "warnings": warnings,
         }
         if rt.draining:
             return JSONResponse({"status": "draining", **detail}, status_code=503)

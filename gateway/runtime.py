@@ -117,6 +117,14 @@ class Runtime:
         except CountersUnavailable as exc:
             log.warning("budget spend could not be seeded into the counters: %s", exc)
 
+    @property
+    def counters_degraded(self) -> bool:
+        return (
+            isinstance(self.counters, FailoverCounters)
+            and self.counters.primary.name == "redis"
+            and (self.counters.degraded)
+        )
+
     def _counters_changed(self, degraded: bool) -> None:
         self.metrics.counters_degraded.set(1 if degraded else 0)
         if degraded:

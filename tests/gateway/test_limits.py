@@ -113,6 +113,7 @@ def test_rpm_is_exact_across_two_gateways_sharing_redis(start_gateway, upstream,
     two = start_gateway(config, "--redis", REDIS_URL, "--workers", "2")
     _assert_exactly_30_of_200(fire([one.url, two.url], 200))
     assert len(upstream.requests) == 30
+    assert httpx.get(f"{one.url}/readyz").json()["counters"] == "redis"
 
 
 def test_every_answer_carries_the_rate_limit_headers(start_gateway, upstream, upstream_url):
@@ -253,3 +254,5 @@ def test_without_redis_the_gateway_serves_on_local_counters_and_says_so(
     metrics = httpx.get(f"{gw.url}/metrics").text
     assert "tollgate_counters_degraded 1.0" in metrics
     assert "redis unavailable" in gw.output().lower()
+    ready = httpx.get(f"{gw.url}/readyz").json()
+    assert ready["counters"] == "local" and any("Redis is unreachable" in w for w in ready["warnings"])
