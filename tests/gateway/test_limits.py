@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import threading
 import time
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support import APP_KEY, OTHER_KEY, base_config
+from tests.support import APP_KEY, OTHER_KEY, base_config, free_port
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 PRICE_IN, PRICE_OUT = 0.15e-6, 0.60e-6  # base_config's gpt-4o-mini, USD per token
@@ -256,3 +257,81 @@ def test_without_redis_the_gateway_serves_on_local_counters_and_says_so(
     assert "redis unavailable" in gw.output().lower()
     ready = httpx.get(f"{gw.url}/readyz").json()
     assert ready["counters"] == "local" and any("Redis is unreachable" in w for w in ready["warnings"])
+
+
+class RedisProxy:
+    """A TCP proxy to the real Redis, on its own event loop thread, that can be cut and restored."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.server: asyncio.Server | None = None
+        self.transports: list[asyncio.BaseTransport] = []
+
+    def _do(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(5)
+
+    def start(self) -> None:
+        self.server = self._do(asyncio.start_server(self._serve, "127.0.0.1", self.port))
+
+    def cut(self) -> None:
+        async def cut() -> None:
+            assert self.server is not None
+            self.server.close()
+            for transport in self.transports:
+                transport.abort()
+            self.transports.clear()
+
+        self._do(cut())
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 6379)
+        self.transports += (writer.transport, up_writer.transport)
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+            finally:
+                sink.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True)
+
+    def close(self) -> None:
+        self.cut()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+@needs_redis
+def test_redis_going_away_mid_traffic_degrades_to_local_counters_and_back(
+    start_gateway, upstream, upstream_url
+):
+    _redis_prefix_flush()
+    proxy = RedisProxy()
+    proxy.start()
+    try:
+        gw = start_gateway(
+            _config(upstream_url, rate_limit={"rpm": 1000}), "--redis", f"redis://127.0.0.1:{proxy.port}/0"
+        )
+        assert _statuses(fire([gw.url], 20)) == {200: 20}
+        assert httpx.get(f"{gw.url}/readyz").json()["counters"] == "redis"
+        proxy.cut()
+        assert _statuses(fire([gw.url], 20)) == {200: 20}  # no request fails because Redis went away
+        assert httpx.get(f"{gw.url}/readyz").json()["counters"] == "local"
+        assert "tollgate_counters_degraded 1.0" in httpx.get(f"{gw.url}/metrics").text
+        proxy.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the next call after the retry interval tries Redis again
+            assert fire([gw.url], 1)[0].status_code == 200
+            if httpx.get(f"{gw.url}/readyz").json()["counters"] == "redis":
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the gateway did not go back to Redis")
+        assert "tollgate_counters_degraded 0.0" in httpx.get(f"{gw.url}/metrics").text
+        assert "is back" in gw.output()
+    finally:
+        proxy.close()
