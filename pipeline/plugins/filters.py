@@ -24,16 +24,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from gateway.errors import ContentBlocked, FilterUnavailable
-from pipeline.plugins.host import PluginUnavailable
 from pipeline.plugins.hosts import PluginHosts
-from pipeline.plugins.plugin_pb2 import FilterRequest, FilterResponse
 from pipeline.sdk import FilterCall, Verdict
 from sync.model import Filter
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # grpcio and protobuf load with the first plugin filter, not for python: ones
     from gateway.context import RequestContext
     from pipeline.base import EventFilter, RequestFilter
     from pipeline.plugins.host import PluginHost
+    from pipeline.plugins.plugin_pb2 import FilterResponse
 
 log = logging.getLogger("tollgate.plugins")
 
@@ -213,6 +212,9 @@ class PluginTarget:
         self._warned_at = -math.inf
 
     async def verdict(self, ctx: RequestContext, doc: Any, streamed: bool) -> Verdict:
+        from pipeline.plugins.host import PluginUnavailable
+        from pipeline.plugins.plugin_pb2 import FilterRequest
+
         request = FilterRequest(
             filter=self.filter,
             config_json=self.config_json,
@@ -239,6 +241,9 @@ class PluginTarget:
 
 
 def _to_verdict(response: FilterResponse) -> Verdict:
+    from pipeline.plugins.host import PluginUnavailable
+    from pipeline.plugins.plugin_pb2 import FilterResponse
+
     action = response.action
     if action == FilterResponse.PASS:
         return PASS
