@@ -625,3 +625,22 @@ def test_failover_tries_a_dead_primary_once_per_retry() -> None:
         assert dead.calls == 2 and counters.failovers == 1 and counters.degraded
 
     uvloop.run(main())
+
+
+def test_settlements_redis_cannot_take_are_booked_on_the_fallback() -> None:
+    """A settlement deferred for Redis, which went away meanwhile, lands in the fallback's budget."""
+
+    async def main() -> None:
+        primary = RedisCounters(f"redis://127.0.0.1:{free_port()}/0", "nowhere:")  # nothing listens
+        local = LocalCounters()
+        FailoverCounters(primary, local)
+        budget = Budget("app:1", 1_000)
+        sent = ask(budgets=(budget,), reserve=10)
+        assert (await local.admit(sent)).allowed
+        primary.defer_settle(settle_of(sent, cost=1_000))  # connection not open: deferred, then fails
+        await asyncio.sleep(0.6)
+        refused = await local.admit(ask(budgets=(budget,), reserve=10))
+        assert refused.refused == "budget:app:1"  # the 1,000 nano-USD were booked locally
+        await primary.close()
+
+    uvloop.run(main())

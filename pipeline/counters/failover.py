@@ -35,6 +35,8 @@ class FailoverCounters:
         self.degraded = False
         self.failovers = 0
         self._retry_at = 0.0
+        if hasattr(primary, "on_unsent"):  # settlements the primary took but could not book: ours
+            primary.on_unsent = self._book_on_fallback
 
     async def admit(self, ask: Ask) -> Answer:
         if self._use_fallback():
@@ -57,14 +59,26 @@ class FailoverCounters:
             return await self.fallback.settle(settle)
         self._answered()
 
+    def _book_on_fallback(self, settles: list[Settle]) -> None:
+        log.warning(
+            "%d settlements could not reach %s; booked on %s",
+            len(settles),
+            self.primary.name,
+            self.fallback.name,
+        )
+        for settle in settles:
+            self._settle_on(self.fallback, settle)
+
     def defer_settle(self, settle: Settle) -> None:
         """Settle without waiting: through the primary's own deferral while it is up."""
-        home = self.fallback if self._use_fallback() else self.primary
+        self._settle_on(self.fallback if self._use_fallback() else self.primary, settle)
+
+    def _settle_on(self, home: Counters, settle: Settle) -> None:
         defer = getattr(home, "defer_settle", None) or getattr(home, "settle_now", None)
         if defer is not None:
             defer(settle)
-        else:
-            task = asyncio.ensure_future(self.settle(settle))
+        else:  # through `settle`, which falls back should the primary fail
+            task = asyncio.ensure_future(self.settle(settle) if home is self.primary else home.settle(settle))
             task.add_done_callback(_log_failure)
 
     async def seed(self, month: str, spent: dict[str, int]) -> None:

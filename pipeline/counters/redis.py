@@ -18,6 +18,7 @@ import asyncio
 import hashlib
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
@@ -246,67 +247,73 @@ class RedisCounters:
         self.prefix = "{" + prefix + "}"
         self.window_ms = window_ms
         self.bucket_ms = max(1, window_ms // BUCKETS)
-        self._deferred: list[tuple[list[str], tuple[Any, ...]]] = []  # settlements not sent yet
+        self._deferred: list[Settle] = []  # settlements not sent yet
         self._timer: asyncio.TimerHandle | None = None
+        # Settlements Redis could not take (it went away): FailoverCounters books them on its fallback.
+        self.on_unsent: Callable[[list[Settle]], None] | None = None
 
     def defer_settle(self, settle: Settle) -> None:
         """Book `settle` without waiting. On an idle connection it is sent at once (Redis runs it before
         the next request arrives, off that request's path); while calls are in flight it waits for the
         next admit to travel with, or SETTLE_DELAY_S: under load, half the round trips and script calls.
-        Settlements that cannot be sent (Redis gone) are logged and dropped; their reservations expire
-        after the call's hold."""
-        op = self._settle_op(settle)
+        Settlements that cannot be sent (Redis gone) go to `on_unsent`."""
         protocol = self.redis.idle()
         if protocol is not None and not self._deferred:
-            keys, args = op
+            keys, args = self._settle_op(settle)
             script = _SCRIPTS["settle"]
             sent = protocol.call(hiredis.pack_command((b"EVALSHA", script.sha, len(keys), *keys, *args)))
-            sent.add_done_callback(lambda done: self._settled(done, op))
+            sent.add_done_callback(lambda done: self._settled(done, settle))
             return
-        self._deferred.append(op)
+        self._defer(settle)
+
+    def _defer(self, settle: Settle) -> None:
+        self._deferred.append(settle)
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(SETTLE_DELAY_S, self._send_deferred)
 
     def _send_deferred(self) -> None:
         self._timer = None
         if self._deferred:
-            task = asyncio.ensure_future(self._batch(self._take_deferred(), None))
-            task.add_done_callback(self._sent)
+            settles = self._take_deferred()
+            task = asyncio.ensure_future(self._batch(settles, None))
+            task.add_done_callback(lambda done: self._sent(done, settles))
 
-    def _take_deferred(self) -> list[tuple[list[str], tuple[Any, ...]]]:
-        ops, self._deferred = self._deferred, []
+    def _take_deferred(self) -> list[Settle]:
+        settles, self._deferred = self._deferred, []
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        return ops
+        return settles
 
-    def _settled(self, done: asyncio.Future[Any], op: tuple[list[str], tuple[Any, ...]]) -> None:
+    def _settled(self, done: asyncio.Future[Any], settle: Settle) -> None:
         """A settlement sent on its own: an unknown script (Redis restarted) goes again with the next
-        batch, which loads it; a lost connection is logged."""
+        batch, which loads it; a lost connection hands it to `on_unsent`."""
         if done.cancelled():
             return
         error = done.exception()
         reply = None if error is not None else done.result()
         if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
             load = asyncio.ensure_future(self.redis.call(b"SCRIPT", b"LOAD", _SCRIPTS["settle"].source))
-            load.add_done_callback(self._sent)
-            self._deferred.append(op)
-            if self._timer is None:
-                self._timer = asyncio.get_running_loop().call_later(SETTLE_DELAY_S, self._send_deferred)
+            load.add_done_callback(lambda done: self._sent(done, []))
+            self._defer(settle)
         elif error is not None or isinstance(reply, hiredis.ReplyError):
-            log.error("settling usage in Redis failed: %s", error or reply)
+            self._unsent([settle], error or reply)
 
-    @staticmethod
-    def _sent(task: asyncio.Future[Any]) -> None:
+    def _sent(self, task: asyncio.Future[Any], settles: list[Settle]) -> None:
         if not task.cancelled() and task.exception() is not None:
-            log.error("settling usage in Redis failed: %s", task.exception())
+            self._unsent(settles, task.exception())
 
-    async def _batch(
-        self, settles: list[tuple[list[str], tuple[Any, ...]]], admit: tuple[list[str], list[Any]] | None
-    ) -> Any:
+    def _unsent(self, settles: list[Settle], why: object) -> None:
+        if self.on_unsent is not None and settles:
+            self.on_unsent(settles)
+        else:
+            log.error("settling usage in Redis failed (%d settlements): %s", len(settles), why)
+
+    async def _batch(self, settles: list[Settle], admit: tuple[list[str], list[Any]] | None) -> Any:
         keys: list[str] = []
         args: list[Any] = [len(settles) + (admit is not None)]
-        for op_keys, op_args in settles:
+        for settle in settles:
+            op_keys, op_args = self._settle_op(settle)
             keys += op_keys
             args += ("s", len(op_keys), len(op_args), *op_args)
         if admit is not None:
@@ -326,7 +333,12 @@ class RedisCounters:
             args.append(budget.limit)
         args += (ask.reserve, ask.hold_ms, BUDGET_TTL_MS, ask.reservation)
         if self._deferred:  # the settlements waiting travel with this admit, applied first
-            reply = await self._batch(self._take_deferred(), (keys, args))
+            settles = self._take_deferred()
+            try:
+                reply = await self._batch(settles, (keys, args))
+            except CountersUnavailable as exc:
+                self._unsent(settles, exc)
+                raise
         else:
             reply = await self._run(_SCRIPTS["admit"], keys, args)
         kind, index = reply[1], reply[2] - 1
@@ -363,10 +375,11 @@ class RedisCounters:
 
     async def close(self) -> None:
         if self._deferred:
+            settles = self._take_deferred()
             try:
-                await self._batch(self._take_deferred(), None)
+                await self._batch(settles, None)
             except CountersUnavailable as exc:
-                log.error("settling usage in Redis at shutdown failed: %s", exc)
+                self._unsent(settles, exc)
         self.redis.close()
 
     async def _run(self, script: _Script, keys: list[str], args: Any) -> Any:
