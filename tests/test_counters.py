@@ -31,7 +31,9 @@ from pipeline.counters.base import (
 from pipeline.counters.failover import FailoverCounters
 from pipeline.counters.host import CounterServer, HostCounters
 from pipeline.counters.local import LocalCounters
-from pipeline.counters.redis import RedisConnection, RedisCounters, _Script
+from pipeline.counters.lua import Script
+from pipeline.counters.redis import RedisCounters
+from pipeline.counters.resp import RedisConnection
 
 REDIS = ("127.0.0.1", 6379)
 MONTH = "2026-11"
@@ -503,7 +505,7 @@ def test_redis_keys_expire_and_scripts_reload() -> None:
         assert await ttls(counters, prefix) == {f"b:{MONTH}:app:1": 40, f"h:{MONTH}:app:1": 40, "r:app:1": 60}
         await counters.settle(settle_of(sent, tokens=10, cost=5))  # the reservation left: h is empty
         assert await ttls(counters, prefix) == {f"b:{MONTH}:app:1": 40, "r:app:1": 60, "t:app:1": 61}
-        unknown = _Script(f"return '{uuid.uuid4().hex}'")  # not in the script cache: NOSCRIPT, then EVAL
+        unknown = Script(f"return '{uuid.uuid4().hex}'")  # not in the script cache: NOSCRIPT, then EVAL
         assert await counters._run(unknown, [], []) == await counters._run(unknown, [], [])
         await counters.close()
         await delete_keys("{" + prefix + "}")
