@@ -35,3 +35,10 @@ def shout(call: FilterCall) -> Verdict | None:
 def broken(call: FilterCall) -> Verdict | None:
     """A filter with a bug: its `fail` policy decides what happens to the request."""
     raise KeyError("oops")
+
+
+def only_app_two(call: FilterCall) -> Verdict | None:
+    """An `auth`-phase filter: it runs after the key was checked, so it knows the app."""
+    if call.metadata.get("app") != "app-two":
+        return Verdict.block(f"app {call.metadata.get('app')!r} is not app-two")
+    return None

@@ -319,3 +319,42 @@ def test_a_python_filter_that_raises_follows_its_fail_policy(start_gateway, upst
     assert caught.value.status_code == 503 and caught.value.body["code"] == "filter_unavailable"
     assert "buggy" in caught.value.body["message"] and upstream.requests == []
     assert "KeyError" in gw.output()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_request_filters_refuse_streamed_calls_alike(start_gateway, upstream, upstream_url, stream):
+    filters = [
+        {"name": "short", "phase": "post_auth", "kind": "max_prompt_tokens", "config": {"max": 20}},
+        {"name": "need-user", "phase": "pre_auth", "kind": "require_fields", "config": {"fields": ["user"]}},
+    ]
+    gw = _gateway(start_gateway, upstream_url, filters)
+    for text, extra, blocked_by in (
+        ("hello", {}, "need-user"),
+        ("word " * 100, {"user": "u-1"}, "short"),
+    ):
+        with pytest.raises(openai.BadRequestError) as caught:
+            result = _ask(gw, text, stream=stream, **extra)
+            if stream:
+                list(result)
+        assert f"'{blocked_by}'" in caught.value.body["message"]
+    answer = _ask(gw, "hello", stream=stream, user="u-1")
+    if stream:
+        assert "".join(c.choices[0].delta.content or "" for c in answer if c.choices)
+    else:
+        assert answer.choices[0].message.content
+    assert len(upstream.requests) == 1
+
+
+def test_an_auth_phase_filter_runs_after_the_key_is_known(start_gateway, upstream, upstream_url):
+    filters = [
+        {"name": "two-only", "phase": "auth", "kind": "python:tests.gateway.sample_filters:only_app_two"}
+    ]
+    gw = _gateway(start_gateway, upstream_url, filters)
+    with pytest.raises(openai.BadRequestError) as caught:
+        _ask(gw, "hello")
+    assert caught.value.body["message"] == "blocked by filter 'two-only': app 'app-one' is not app-two"
+    with pytest.raises(openai.AuthenticationError):  # the key check comes first in the auth phase
+        gw.openai(key="tg-unknown-key").chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert upstream.requests == []
