@@ -31,6 +31,7 @@ from sync.state import ConfigState
 log = logging.getLogger("tollgate")
 
 WATCH_INTERVAL_S = 0.5
+UPSTREAM_IDLE_S = 4.0  # pooled upstream connections idle longer than this are not reused
 PLUGIN_START_S = 10.0  # how long startup waits for the plugins to answer (then they start late)
 
 
@@ -81,8 +82,12 @@ class Runtime:
         # ready only once the plugins answer: a fail-closed filter would refuse the first requests
         await asyncio.gather(*(plugin.wait_ready(PLUGIN_START_S) for plugin in self.plugins))
         self.ledger.start()
-        # One keep-alive pool per process. No total limit: streams hold connections for minutes.
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+        # One keep-alive pool per process. No total limit: streams hold connections for minutes. An idle
+        # connection is dropped before the upstream would drop it (uvicorn and Node close after 5 s): a
+        # request sent on a connection the server is closing fails, and a POST is not retried.
+        connector = aiohttp.TCPConnector(
+            limit=0, ttl_dns_cache=300, enable_cleanup_closed=True, keepalive_timeout=UPSTREAM_IDLE_S
+        )
         self._http = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
         self.analytics.start()
         self._watcher = asyncio.create_task(self._housekeeping(), name="housekeeping")
