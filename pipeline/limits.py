@@ -113,6 +113,8 @@ class Limits:
         assert app is not None and llm is not None
         if app.window is None and llm.window is None and app.budget is None and llm.budget is None:
             return
+        if ctx.op is Operation.MODELS:  # listing the models is not a call: it costs no quota
+            return
         windows = tuple(w for w in (app.window, llm.window) if w is not None)
         budgets = tuple(b for b in (app.budget, llm.budget) if b is not None)
         ask = Ask(

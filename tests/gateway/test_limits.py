@@ -335,3 +335,11 @@ def test_redis_going_away_mid_traffic_degrades_to_local_counters_and_back(
         assert "is back" in gw.output()
     finally:
         proxy.close()
+
+
+def test_listing_models_costs_no_quota(start_gateway, upstream, upstream_url):
+    gw = start_gateway(_config(upstream_url, rate_limit={"rpm": 1}))
+    client = gw.openai()
+    for _ in range(3):
+        assert client.models.list().data
+    assert fire([gw.url], 1)[0].status_code == 200
