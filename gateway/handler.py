@@ -56,7 +56,7 @@ class GatewayHandler:
         finally:
             rt.inflight -= 1
             if ctx.hold is not None:
-                settle(rt.ledger, ctx)
+                settle(rt.counters, ctx)
             self._record(ctx)
 
     async def _serve(self, ctx: RequestContext, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:

@@ -14,6 +14,7 @@ from gateway.context import RequestContext
 from gateway.errors import ContentBlocked, TollgateError, UpstreamTimeout, UpstreamUnavailable
 from gateway.types import ASGIReceive, ASGISend
 from pipeline import respond
+from pipeline.frames import Framing
 from providers import sse
 from providers.base import Operation, Provider, UpstreamRequest
 
@@ -31,6 +32,7 @@ _NOT_RELAYED = frozenset(
     }
 )
 # What vendors stream in: SSE (OpenAI, Anthropic, Gemini), NDJSON (Ollama), AWS event stream (Bedrock).
+_FRAMINGS: dict[str, Framing] = {"text/event-stream": "sse", "application/x-ndjson": "ndjson"}
 _STREAM_TYPES = ("text/event-stream", "application/x-ndjson", "application/vnd.amazon.eventstream")
 
 
@@ -183,12 +185,12 @@ async def _relay_stream(
             accounting.settle(ctx, relay.usage or accounting.estimate(ctx, relay), relay.model)
 
 
-def _framing(ctx: RequestContext, response: aiohttp.ClientResponse) -> str | None:
+def _framing(ctx: RequestContext, response: aiohttp.ClientResponse) -> Framing | None:
     """How the client's stream is framed: SSE on /openai/; on /proxy/ the vendor's own framing (None:
     AWS event streams are binary and pass through the response phase untouched; the snapshot warns)."""
     if ctx.op is not Operation.PROXY:
         return "sse"
-    return {"text/event-stream": "sse", "application/x-ndjson": "ndjson"}.get(response.content_type)
+    return _FRAMINGS.get(response.content_type)
 
 
 def _broken_stream(slug: str, exc: BaseException) -> TollgateError:

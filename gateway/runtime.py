@@ -20,7 +20,6 @@ from gateway.metrics import Metrics
 from pipeline.counters.base import NANO_USD, Counters, CountersUnavailable
 from pipeline.counters.failover import FailoverCounters
 from pipeline.counters.local import LocalCounters
-from pipeline.limits import Ledger
 from pipeline.plugins.hosts import PluginHosts
 from pipeline.registry import Services
 from store.base import Store
@@ -54,9 +53,8 @@ class Runtime:
         self.metrics = Metrics()
         self.analytics = AnalyticsWriter(store, self.metrics)
         self.counters = counters or LocalCounters()
-        self.ledger = Ledger(self.counters)
         self.plugins = PluginHosts()
-        self.services = Services(ledger=self.ledger, plugins=self.plugins)
+        self.services = Services(counters=self.counters, plugins=self.plugins)
         if isinstance(self.counters, FailoverCounters):
             self.counters.on_change = self._counters_changed
         self.snapshot = Snapshot.empty()
@@ -81,7 +79,6 @@ class Runtime:
         await self.seed_budgets()
         # ready only once the plugins answer: a fail-closed filter would refuse the first requests
         await asyncio.gather(*(plugin.wait_ready(PLUGIN_START_S) for plugin in self.plugins))
-        self.ledger.start()
         # One keep-alive pool per process. No total limit: streams hold connections for minutes. An idle
         # connection is dropped before the upstream would drop it (uvicorn and Node close after 5 s): a
         # request sent on a connection the server is closing fails, and a POST is not retried.
@@ -103,7 +100,7 @@ class Runtime:
                 break
             await asyncio.sleep(0.05)
         await self.analytics.close()
-        await self.ledger.close()
+        await self.counters.close()
         await self.plugins.close()
         self.metrics.flush()
         if self._http is not None:

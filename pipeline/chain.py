@@ -21,7 +21,7 @@ import msgspec
 from pipeline.access import LlmAccess
 from pipeline.auth import AppKeyAuth
 from pipeline.base import EventFilter, RequestFilter, TextRule
-from pipeline.limits import Ledger, Limits
+from pipeline.limits import Limits
 from pipeline.registry import FILTER_KINDS, Services, is_text_rule
 from sync.model import Filter
 
@@ -73,7 +73,7 @@ def compose(configured: Iterable[Filter], services: Services) -> tuple[Chain, li
             rules.append(step)
         else:
             events.append(step)
-    steps["post_auth"].append(Limits(services.ledger))
+    steps["post_auth"].append(Limits(services.counters))
     request = tuple(step for phase in REQUEST_PHASES for step in steps[phase])
     order = tuple((phase, step.name) for phase in REQUEST_PHASES for step in steps[phase])
     order += tuple(("response", rule.name) for rule in rules)
@@ -81,4 +81,4 @@ def compose(configured: Iterable[Filter], services: Services) -> tuple[Chain, li
     return Chain(request, tuple(rules), tuple(events), order, bool(rules or events)), broken
 
 
-__all__ = ["Chain", "Ledger", "Services", "compose"]
+__all__ = ["Chain", "Services", "compose"]

@@ -2,7 +2,7 @@
 
 `Limits` asks the counters (pipeline/counters/) once per request: every window (app, LLM) and budget
 (app, LLM) is checked and the request counted and its estimated cost reserved in one atomic step, so
-concurrency cannot slip past a limit. The `Ledger` settles each admitted request when its answer has
+concurrency cannot slip past a limit. `settle` books each admitted request when its answer has
 ended: its tokens count against tpm, its real cost against the budgets, and its reservation is released.
 
 The reservation is an upper bound, not a guess: the prompt's UTF-8 bytes stand for its tokens (every
@@ -14,21 +14,19 @@ reservation at most (INTERFACE.md: "concurrency overshoots by one call at most")
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import logging
 import math
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from gateway.errors import BudgetExceeded, RateLimited
-from pipeline.counters.base import NANO_USD, Answer, Ask, Budget, Counters, Settle, Window
+from pipeline.counters.base import NANO_USD, Answer, Ask, Budget, Counters, Settle, Window, WindowState
 from providers.base import Operation
 
 if TYPE_CHECKING:
     from gateway.context import RequestContext
+    from sync.model import RateLimit
 
 log = logging.getLogger("tollgate.limits")
 
@@ -49,64 +47,13 @@ class Hold:
         self.tpm_keys = tpm_keys
 
 
-class Ledger:
-    """The process's counters, and settlements queued off the request's path (a settlement must happen
-    even when the request was cancelled, so it is handed over synchronously and sent by a task)."""
-
-    def __init__(self, counters: Counters) -> None:
-        self.counters = counters
-        # in-process counters settle at once; others get the settlement from a task
-        # (or let Redis carry it with the next admit: pipeline/counters/redis.py)
-        self._settle_now: Callable[[Settle], None] | None = getattr(counters, "settle_now", None) or getattr(
-            counters, "defer_settle", None
-        )
-        self._queue: list[Settle] = []
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="ledger")
-
-    async def admit(self, ask: Ask) -> Answer:
-        return await self.counters.admit(ask)
-
-    def settle(self, settle: Settle) -> None:
-        if self._settle_now is not None:
-            self._settle_now(settle)
-            return
-        self._queue.append(settle)
-        self._wake.set()
-
-    async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            await self._send()
-
-    async def _send(self) -> None:
-        batch, self._queue = self._queue, []
-        results = await asyncio.gather(*(self.counters.settle(s) for s in batch), return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                log.error("settling a request's usage failed: %s", result)
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._queue:
-            await self._send()
-        await self.counters.close()
-
-
 class Limits:
     """post_auth's last step: admit the request against its app's and LLM's windows and budgets."""
 
     name = "limits"
 
-    def __init__(self, ledger: Ledger) -> None:
-        self.ledger = ledger
+    def __init__(self, counters: Counters) -> None:
+        self.counters = counters
 
     async def __call__(self, ctx: RequestContext) -> None:
         app, llm = ctx.app, ctx.llm
@@ -125,7 +72,7 @@ class Limits:
             reservation=ctx.request_id,
             hold_ms=llm.hold_ms,
         )
-        answer = await self.ledger.admit(ask)
+        answer = await self.counters.admit(ask)
         if app.window is not None:
             ctx.response_headers = rate_headers(app.window, answer.windows[0])
         if not answer.allowed:
@@ -134,14 +81,14 @@ class Limits:
         ctx.hold = Hold(ask, answer, tpm_keys)
 
 
-def settle(ledger: Ledger, ctx: RequestContext) -> None:
+def settle(counters: Counters, ctx: RequestContext) -> None:
     """Book what an admitted request used (called once, when its answer has ended or failed)."""
     hold = ctx.hold
     if hold is None:
         return
     ctx.hold = None
     usage = ctx.usage
-    ledger.settle(
+    counters.defer_settle(
         Settle(
             windows=hold.tpm_keys,
             tokens=usage.total_tokens if usage else 0,
@@ -187,8 +134,8 @@ def _output_cap(doc: Any) -> int:
     return DEFAULT_OUTPUT_TOKENS
 
 
-def rate_headers(window: Window, state: Any) -> list[tuple[bytes, bytes]]:
-    """OpenAI's x-ratelimit-* headers for the app's window (`state` is its WindowState)."""
+def rate_headers(window: Window, state: WindowState) -> list[tuple[bytes, bytes]]:
+    """OpenAI's x-ratelimit-* headers for the app's window."""
     headers = []
     if window.rpm:
         headers += [
@@ -251,8 +198,8 @@ def budget_for(key: str, usd: float | None) -> Budget | None:
     return None if usd is None else Budget(key, round(usd * NANO_USD))
 
 
-def window_for(key: str, limit: Any) -> Window | None:
-    """The Window of a configured `rate_limit` (sync.model.RateLimit), or None."""
+def window_for(key: str, limit: RateLimit | None) -> Window | None:
+    """The Window of a configured `rate_limit`, or None."""
     if limit is None or not (limit.rpm or limit.tpm):
         return None
     return Window(key, limit.rpm or 0, limit.tpm or 0)

@@ -17,14 +17,14 @@ from pipeline.text import BlockList, PatternRule, PiiRule
 from sync.model import Filter
 
 if TYPE_CHECKING:
-    from pipeline.limits import Ledger
+    from pipeline.counters.base import Counters
     from pipeline.plugins.hosts import PluginHosts
 
 
 class Services(msgspec.Struct, frozen=True):
     """What filters use that outlives a snapshot: one per process."""
 
-    ledger: Ledger
+    counters: Counters  # where rate limits and budgets are counted
     plugins: PluginHosts
 
 

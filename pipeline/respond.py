@@ -8,11 +8,12 @@ raises ContentBlocked; the relay turns it into a 400 (complete answers) or an SS
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import orjson
 
-from pipeline.base import EventFilter
+from pipeline.base import EventFilter, TextRule
+from pipeline.frames import Framing, Splitter, payload
 from pipeline.textstream import ResponseTextStream, filter_answer
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ async def answer(ctx: RequestContext, body: bytes) -> bytes:
     return orjson.dumps(doc) if changed else body
 
 
-def stream(ctx: RequestContext, framing: str | None) -> Stream | None:
+def stream(ctx: RequestContext, framing: Framing | None) -> Stream | None:
     """The response phase of one stream, or None when its framing cannot be read (AWS event streams)."""
     if framing is None:
         return None
@@ -43,25 +44,29 @@ def stream(ctx: RequestContext, framing: str | None) -> Stream | None:
 
 class Stream:
     def __init__(
-        self, ctx: RequestContext, rules: Any, events: tuple[EventFilter, ...], framing: str
+        self,
+        ctx: RequestContext,
+        rules: tuple[TextRule, ...],
+        events: tuple[EventFilter, ...],
+        framing: Framing,
     ) -> None:
         self._ctx = ctx
-        self._text = ResponseTextStream(rules, framing) if rules else None  # type: ignore[arg-type]
+        self._text = ResponseTextStream(rules, framing) if rules else None
         self._events = events
-        self._framer = _Framer(framing) if events else None
+        self._splitter = Splitter(framing) if events else None
 
     async def feed(self, data: bytes) -> bytes:
         if self._text is not None:
             data = self._text.feed(data)
-        if self._framer is not None and data:
-            data = await self._filter_events(self._framer.feed(data))
+        if self._splitter is not None and data:
+            data = await self._filter_events(self._splitter.feed(data))
         return data
 
     async def finish(self) -> bytes:
         data = self._text.finish() if self._text is not None else b""
-        if self._framer is not None:
-            events = self._framer.feed(data) if data else []
-            data = await self._filter_events([*events, *self._framer.finish()])
+        if self._splitter is not None:
+            events = self._splitter.feed(data) if data else []
+            data = await self._filter_events([*events, *self._splitter.finish()])
         return data
 
     async def _filter_events(self, events: list[bytes]) -> bytes:
@@ -71,56 +76,11 @@ class Stream:
         return b"".join(out)
 
     async def _filter_event(self, event: bytes) -> bytes:
-        assert self._framer is not None
-        prefix, payload, suffix = self._framer.payload(event)
-        if payload is None:
-            return event
-        try:
-            doc = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return event  # [DONE], pings
+        assert self._splitter is not None
+        found = payload(event, self._splitter.sse)
+        if found is None:
+            return event  # [DONE], pings, comments
+        doc = found.doc
         for step in self._events:  # an event filter may edit the event in place: always written again
             doc = await step(self._ctx, doc, True)
-        return prefix + orjson.dumps(doc) + suffix
-
-
-class _Framer:
-    """Splits a byte stream into whole events (SSE: up to a blank line; NDJSON: a line)."""
-
-    def __init__(self, framing: str) -> None:
-        self._sse = framing == "sse"
-        self._separator = b"\n\n" if self._sse else b"\n"
-        self._buffer = b""
-
-    def feed(self, data: bytes) -> list[bytes]:
-        buffer = self._buffer + data
-        if self._sse:
-            buffer = buffer.replace(b"\r\n", b"\n")
-        events = []
-        start = 0
-        while True:
-            end = buffer.find(self._separator, start)
-            if end < 0:
-                break
-            events.append(buffer[start : end + len(self._separator)])
-            start = end + len(self._separator)
-        self._buffer = buffer[start:]
-        return events
-
-    def finish(self) -> list[bytes]:
-        rest, self._buffer = self._buffer, b""
-        return [rest] if rest else []
-
-    def payload(self, event: bytes) -> tuple[bytes, bytes | None, bytes]:
-        """(bytes before the JSON, the JSON or None, bytes after) of one event."""
-        if not self._sse:
-            body = event.rstrip(b"\n")
-            return b"", body or None, event[len(body) :]
-        lines = event.split(b"\n")
-        data = [i for i, line in enumerate(lines) if line.startswith(b"data:")]
-        if len(data) != 1:  # no data, or a multi-line payload: passed as it is
-            return event, None, b""
-        i = data[0]
-        before = b"\n".join(lines[:i]) + (b"\n" if i else b"") + b"data: "
-        after = b"\n" + b"\n".join(lines[i + 1 :])
-        return before, lines[i][5:].strip(), after
+        return found.head + orjson.dumps(doc) + found.tail

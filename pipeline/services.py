@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from pipeline.counters.local import LocalCounters
-from pipeline.limits import Ledger
 from pipeline.plugins.hosts import PluginHosts
 from pipeline.registry import Services
 
 
 def default_services() -> Services:
     """Process-local counters and plugin hosts (a snapshot built outside a runtime, e.g. a config probe)."""
-    return Services(ledger=Ledger(LocalCounters()), plugins=PluginHosts())
+    return Services(counters=LocalCounters(), plugins=PluginHosts())

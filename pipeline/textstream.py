@@ -14,15 +14,15 @@ text already sent (the channel keeps the last `holdback` characters it sent for 
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from collections.abc import Hashable, Iterable, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
 from gateway.errors import ContentBlocked
 from pipeline.base import Span, TextRule
+from pipeline.frames import Framing, Splitter, payload
 from pipeline.slots import Slot, answer_slots, answer_texts, request_texts
 from pipeline.text import mask
 
@@ -76,11 +76,9 @@ def mask_request(doc: Any, rules: Sequence[TextRule]) -> bool:
     return _redact_all(request_texts(doc), rules)
 
 
-_SSE_END = re.compile(rb"\r?\n\r?\n")
 # Text goes out in steps of this many characters at least: each scan runs the rules over the holdback and
 # the waiting text, so scanning for every few characters would cost more than the latency it saves.
 _STEP = 32
-_DATA_LINE = re.compile(rb"^data: ?(.*?)\r?$", re.MULTILINE)
 
 
 class _Channel:
@@ -113,11 +111,10 @@ class _Event:
 class ResponseTextStream:
     """Rewrites a client-bound stream (SSE events or NDJSON lines) through text rules, chunk by chunk."""
 
-    def __init__(self, rules: Sequence[TextRule], framing: Literal["sse", "ndjson"]) -> None:
+    def __init__(self, rules: Sequence[TextRule], framing: Framing) -> None:
         self._rules = tuple(rules)
         self._holdback = max((rule.holdback for rule in self._rules), default=0)
-        self._sse = framing == "sse"
-        self._buffer = b""
+        self._splitter = Splitter(framing)
         self._events: deque[_Event] = deque()
         self._channels: dict[Hashable, _Channel] = {}
 
@@ -125,27 +122,15 @@ class ResponseTextStream:
         """The bytes that may go to the client now; raises ContentBlocked when a block rule matched."""
         if not self._rules:
             return data
-        buffer = self._buffer + data if self._buffer else data
-        pos = 0
-        if self._sse and b"\r" in buffer:
-            for m in _SSE_END.finditer(buffer):
-                self._add(buffer[pos : m.end()])
-                pos = m.end()
-        else:
-            separator = b"\n\n" if self._sse else b"\n"
-            while (end := buffer.find(separator, pos)) >= 0:
-                end += len(separator)
-                self._add(buffer[pos:end])
-                pos = end
-        self._buffer = buffer[pos:]
+        for raw in self._splitter.feed(data):
+            self._add(raw)
         self._scan(final=False)
         return self._release()
 
     def finish(self) -> bytes:
         """The rest, once the upstream's stream has ended: everything held back, masked."""
-        if self._buffer:
-            self._add(self._buffer)
-            self._buffer = b""
+        for raw in self._splitter.finish():
+            self._add(raw)
         self._scan(final=True)
         return self._release()
 
@@ -168,28 +153,8 @@ class ResponseTextStream:
             event.doc = None  # nothing to rewrite: it goes out as it came
 
     def _parse(self, raw: bytes) -> _Event:
-        if self._sse and raw.startswith(b"data: {") and raw.count(b"data:") == 1:  # the usual event
-            end = raw.find(b"\n") % (len(raw) + 1)  # (no newline: the last event, cut short)
-            end -= raw[end - 1 : end] == b"\r"
-            try:
-                return _Event(raw, orjson.loads(raw[6:end]), b"data: ", raw[end:])
-            except orjson.JSONDecodeError:
-                return _Event(raw)
-        if self._sse:
-            lines = list(_DATA_LINE.finditer(raw))
-            if not lines:
-                return _Event(raw)  # a comment, or an event without data
-            payload = lines[0].group(1) if len(lines) == 1 else b"\n".join(m.group(1) for m in lines)
-            head, tail = raw[: lines[0].start()] + b"data: ", raw[lines[-1].end(1) :]
-        else:
-            payload = raw.rstrip(b"\r\n")
-            head, tail = b"", raw[len(payload) :]
-        if not payload.lstrip().startswith(b"{"):
-            return _Event(raw)  # [DONE], an empty line
-        try:
-            return _Event(raw, orjson.loads(payload), head, tail)
-        except orjson.JSONDecodeError:
-            return _Event(raw)
+        found = payload(raw, self._splitter.sse)
+        return _Event(raw) if found is None else _Event(raw, found.doc, found.head, found.tail)
 
     def _scan(self, final: bool) -> None:
         """Runs the rules over each channel that got text: what may go out, and the matches to mask."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-_SEPARATOR = re.compile(rb"\r?\n\r?\n")
-_DATA_LINE = re.compile(rb"^data: ?(.*?)\r?$", re.MULTILINE)
+SEPARATOR = re.compile(rb"\r?\n\r?\n")
+DATA_LINE = re.compile(rb"^data: ?(.*?)\r?$", re.MULTILINE)
 DONE = b"[DONE]"
 
 
@@ -18,12 +18,12 @@ def complete_length(buf: bytes) -> int:
 
 def split(block: bytes) -> list[bytes]:
     """The events of a block of complete events, without their separators."""
-    return [event for event in _SEPARATOR.split(block) if event.strip()]
+    return [event for event in SEPARATOR.split(block) if event.strip()]
 
 
 def data(event: bytes) -> bytes:
     """The event's data: its `data:` lines joined by newlines."""
-    return b"\n".join(_DATA_LINE.findall(event))
+    return b"\n".join(DATA_LINE.findall(event))
 
 
 def event(payload: bytes, name: str | None = None) -> bytes:

@@ -79,6 +79,11 @@ class Counters(Protocol):
 
     async def settle(self, settle: Settle) -> None: ...
 
+    def defer_settle(self, settle: Settle) -> None:
+        """`settle` without waiting (a request's settlement must happen even when it was cancelled): at
+        once in the process, else sent in the background; never raises. What a shared home cannot take goes
+        to its `on_unsent`, when it has one (FailoverCounters books it on its fallback)."""
+
     async def seed(self, month: str, spent: dict[str, int]) -> None:
         """Budget spend so far this month, from the analytics, for keys that have no state yet (a restart
         of a gateway keeps what other gateways booked in Redis)."""

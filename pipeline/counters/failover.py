@@ -8,7 +8,6 @@ while degraded, each gateway enforces its limits on its own.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -67,19 +66,12 @@ class FailoverCounters:
             self.fallback.name,
         )
         for settle in settles:
-            self._settle_on(self.fallback, settle)
+            self.fallback.defer_settle(settle)
 
     def defer_settle(self, settle: Settle) -> None:
-        """Settle without waiting: through the primary's own deferral while it is up."""
-        self._settle_on(self.fallback if self._use_fallback() else self.primary, settle)
-
-    def _settle_on(self, home: Counters, settle: Settle) -> None:
-        defer = getattr(home, "defer_settle", None) or getattr(home, "settle_now", None)
-        if defer is not None:
-            defer(settle)
-        else:  # through `settle`, which falls back should the primary fail
-            task = asyncio.ensure_future(self.settle(settle) if home is self.primary else home.settle(settle))
-            task.add_done_callback(_log_failure)
+        """Settle without waiting, through the primary's own deferral while it is up (what it cannot take
+        comes back through its `on_unsent`)."""
+        (self.fallback if self._use_fallback() else self.primary).defer_settle(settle)
 
     async def seed(self, month: str, spent: dict[str, int]) -> None:
         await self.fallback.seed(month, spent)
@@ -132,8 +124,3 @@ class FailoverCounters:
         log.info("%s is back; limits and budgets use it again", self.primary.name)
         if self.on_change is not None:
             self.on_change(False)
-
-
-def _log_failure(task: asyncio.Future[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("settling usage failed: %s", task.exception())

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 from typing import Any, cast
 
 import msgspec
@@ -167,6 +168,9 @@ class HostCounters:
         self._connection: _ClientConnection | None = None
         self._connecting: asyncio.Task[_ClientConnection] | None = None
         self._next_id = 0
+        # Settlements the supervisor could not take: FailoverCounters books them on its fallback.
+        self.on_unsent: Callable[[list[Settle]], None] | None = None
+        self._settling: set[asyncio.Future[None]] = set()  # deferred settlements on their way
 
     async def admit(self, ask: Ask) -> Answer:
         self._next_id += 1
@@ -178,11 +182,27 @@ class HostCounters:
         self._next_id += 1
         await self._call(self._next_id, _Settle(self._next_id, settle))
 
+    def defer_settle(self, settle: Settle) -> None:
+        task = asyncio.ensure_future(self.settle(settle))
+        self._settling.add(task)
+        task.add_done_callback(lambda done: self._settled(done, settle))
+
+    def _settled(self, done: asyncio.Future[None], settle: Settle) -> None:
+        self._settling.discard(done)
+        if done.cancelled() or done.exception() is None:
+            return
+        if self.on_unsent is not None:
+            self.on_unsent([settle])
+        else:
+            log.error("settling usage at the supervisor failed: %s", done.exception())
+
     async def seed(self, month: str, spent: dict[str, int]) -> None:
         self._next_id += 1
         await self._call(self._next_id, _Seed(self._next_id, month, spent))
 
     async def close(self) -> None:
+        if self._settling:  # the settlements of the last requests go before the connection closes
+            await asyncio.wait(self._settling, timeout=CALL_TIMEOUT_S)
         if self._connection is not None:
             self._connection.close()
             self._connection = None

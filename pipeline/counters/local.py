@@ -79,6 +79,9 @@ class LocalCounters:
     async def settle(self, settle: Settle) -> None:
         self.settle_now(settle)
 
+    def defer_settle(self, settle: Settle) -> None:
+        self.settle_now(settle)
+
     async def seed(self, month: str, spent: dict[str, int]) -> None:
         self.seed_now(month, spent)
 

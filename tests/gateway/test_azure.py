@@ -3,77 +3,35 @@ SDK's AzureOpenAI client, against MockAzureOpenAI."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import openai
 import pytest
 
 from mocks.azure import MockAzureOpenAI
-from mocks.server import ThreadedServer
-from tests.gateway.openai_family import Records, cost, running_gateway, vendor_config
+from tests.gateway.openai_family import ANSWER, PNG, WEATHER, Records, cost, price, vendor_fixtures
 from tests.support import APP_KEY, UPSTREAM_KEY, Gateway
 
 USER: Any = [{"role": "user", "content": "Say hello to Tollgate"}]
-ANSWER = "Mock answer to: Say hello to Tollgate"
-WEATHER: Any = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "parameters": {"type": "object", "properties": {"location": {"type": "string"}}},
-    },
-}
 MINI = (0.15, 0.60, 0.075)
-PNG = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJ"
 
 
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[tuple[ThreadedServer, MockAzureOpenAI]]:
-    app = MockAzureOpenAI(api_key=UPSTREAM_KEY)
-    with ThreadedServer(app) as server:
-        yield server, app
-
-
-@pytest.fixture(scope="module")
-def gateway(
-    upstream: tuple[ThreadedServer, MockAzureOpenAI], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Gateway]:
-    llm = {
+upstream, gateway, mock, records = vendor_fixtures(
+    MockAzureOpenAI,
+    lambda url: {
         "slug": "az",
         "vendor": "azure_openai",
-        "api_base": upstream[0].url,
+        "api_base": url,
         "api_version": "2024-10-21",
         "deployments": {"gpt-4o-mini": "chat-prod", "text-embedding-3-small": "embed-prod"},
         "default_model": "gpt-4o-mini",
         "allowed_models": ["gpt-4o.*", "text-embedding-3-small"],
-    }
-    prices = [
-        {
-            "vendor": "azure_openai",
-            "model": "gpt-4o-mini",
-            "input_per_1m": MINI[0],
-            "output_per_1m": MINI[1],
-            "cache_read_per_1m": MINI[2],
-        },
+    },
+    [
+        price("azure_openai", "gpt-4o-mini", MINI),
         {"vendor": "azure_openai", "model": "text-embedding-3-small", "input_per_1m": 0.02},
-    ]
-    with running_gateway(tmp_path_factory.mktemp("azure"), vendor_config([llm], prices)) as running:
-        yield running
-
-
-@pytest.fixture
-def mock(upstream: tuple[ThreadedServer, MockAzureOpenAI]) -> Iterator[MockAzureOpenAI]:
-    app = upstream[1]
-    app.reset()
-    yield app
-    app.reset()
-
-
-@pytest.fixture
-def records(gateway: Gateway, mock: MockAzureOpenAI) -> Records:
-    tracker = Records(gateway)
-    tracker.settle()
-    return tracker
+    ],
+)
 
 
 def client(gateway: Gateway) -> openai.OpenAI:

@@ -4,69 +4,28 @@ standing in for the router and for a TEI server."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import openai
 import pytest
 
 from mocks.huggingface import MockHuggingFace
-from mocks.server import ThreadedServer
-from tests.gateway.openai_family import Records, cost, running_gateway, vendor_config
+from tests.gateway.openai_family import ANSWER, WEATHER, Records, cost, price, vendor_fixtures
 from tests.support import APP_KEY, UPSTREAM_KEY, Gateway
 
 LLAMA = "meta-llama/Llama-3.1-8B-Instruct"
 USER: Any = [{"role": "user", "content": "Say hello to Tollgate"}]
-ANSWER = "Mock answer to: Say hello to Tollgate"
-WEATHER: Any = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "parameters": {"type": "object", "properties": {"location": {"type": "string"}}},
-    },
-}
 RATES = (0.05, 0.08, 0.02)
 
 
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[tuple[ThreadedServer, MockHuggingFace]]:
-    app = MockHuggingFace(api_key=UPSTREAM_KEY)
-    with ThreadedServer(app) as server:
-        yield server, app
-
-
-@pytest.fixture(scope="module")
-def gateway(
-    upstream: tuple[ThreadedServer, MockHuggingFace], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Gateway]:
-    llm = {"slug": "hf", "vendor": "huggingface", "api_base": upstream[0].url + "/v1", "default_model": LLAMA}
-    prices = [
-        {
-            "vendor": "huggingface",
-            "model": LLAMA,
-            "input_per_1m": RATES[0],
-            "output_per_1m": RATES[1],
-            "cache_read_per_1m": RATES[2],
-        },
+upstream, gateway, mock, records = vendor_fixtures(
+    MockHuggingFace,
+    lambda url: {"slug": "hf", "vendor": "huggingface", "api_base": url + "/v1", "default_model": LLAMA},
+    [
+        price("huggingface", LLAMA, RATES),
         {"vendor": "huggingface", "model": "BAAI/bge-small-en-v1.5", "input_per_1m": 0.01},
-    ]
-    with running_gateway(tmp_path_factory.mktemp("hf"), vendor_config([llm], prices)) as running:
-        yield running
-
-
-@pytest.fixture
-def mock(upstream: tuple[ThreadedServer, MockHuggingFace]) -> Iterator[MockHuggingFace]:
-    app = upstream[1]
-    app.reset()
-    yield app
-    app.reset()
-
-
-@pytest.fixture
-def records(gateway: Gateway, mock: MockHuggingFace) -> Records:
-    tracker = Records(gateway)
-    tracker.settle()
-    return tracker
+    ],
+)
 
 
 def client(gateway: Gateway) -> openai.OpenAI:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -11,63 +10,19 @@ import pytest
 from mistralai.client import Mistral, errors
 
 from mocks.mistral import MockMistral
-from mocks.server import ThreadedServer
-from tests.gateway.openai_family import Records, cost, running_gateway, vendor_config
+from tests.gateway.openai_family import ANSWER, PNG, WEATHER, Records, cost, price, vendor_fixtures
 from tests.support import APP_KEY, UPSTREAM_KEY, Gateway
 
 MODEL = "mistral-small-latest"
 USER: Any = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello to Tollgate"}]
-ANSWER = "Mock answer to: Say hello to Tollgate"
-WEATHER: Any = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "parameters": {"type": "object", "properties": {"location": {"type": "string"}}},
-    },
-}
 SMALL = (0.1, 0.3, 0.01)
-PNG = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJ"
 
 
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[tuple[ThreadedServer, MockMistral]]:
-    app = MockMistral(api_key=UPSTREAM_KEY)
-    with ThreadedServer(app) as server:
-        yield server, app
-
-
-@pytest.fixture(scope="module")
-def gateway(
-    upstream: tuple[ThreadedServer, MockMistral], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Gateway]:
-    llm = {"slug": "mi", "vendor": "mistral", "api_base": upstream[0].url + "/v1", "default_model": MODEL}
-    prices = [
-        {
-            "vendor": "mistral",
-            "model": MODEL,
-            "input_per_1m": SMALL[0],
-            "output_per_1m": SMALL[1],
-            "cache_read_per_1m": SMALL[2],
-        },
-        {"vendor": "mistral", "model": "mistral-embed", "input_per_1m": 0.1},
-    ]
-    with running_gateway(tmp_path_factory.mktemp("mistral"), vendor_config([llm], prices)) as running:
-        yield running
-
-
-@pytest.fixture
-def mock(upstream: tuple[ThreadedServer, MockMistral]) -> Iterator[MockMistral]:
-    app = upstream[1]
-    app.reset()
-    yield app
-    app.reset()
-
-
-@pytest.fixture
-def records(gateway: Gateway, mock: MockMistral) -> Records:
-    tracker = Records(gateway)
-    tracker.settle()
-    return tracker
+upstream, gateway, mock, records = vendor_fixtures(
+    MockMistral,
+    lambda url: {"slug": "mi", "vendor": "mistral", "api_base": url + "/v1", "default_model": MODEL},
+    [price("mistral", MODEL, SMALL), {"vendor": "mistral", "model": "mistral-embed", "input_per_1m": 0.1}],
+)
 
 
 def client(gateway: Gateway) -> openai.OpenAI:
