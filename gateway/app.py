@@ -48,6 +48,10 @@ class GatewayApp:
                 "Redis is unreachable: limits and budgets are counted on this host until it is back"
             )
         warnings += [f"plugin '{p.name}' is not answering" for p in rt.plugins if not p.ready]
+        sync = rt.sync_status() if rt.sync_status is not None else None
+        if sync is not None and not sync["hub_connected"]:
+            state = "the cached snapshot" if snapshot.version >= 0 else "nothing until it answers"
+            warnings.append(f"the hub {sync['hub']} is unreachable: serving {state}")
         detail = {
             "config_version": snapshot.version,
             "llms": len(snapshot.llms),
@@ -55,6 +59,8 @@ class GatewayApp:
             "counters": rt.counters.name,  # where limits and budgets are counted: local, host or redis
             "warnings": warnings,
         }
+        if sync is not None:
+            detail["sync"] = sync
         if rt.draining:
             return JSONResponse({"status": "draining", **detail}, status_code=503)
         if snapshot.version < 0:

@@ -61,6 +61,17 @@ def main() -> None:
     type=float,
     help="Edge mode: cache time of keys looked up at the hub.",
 )
+@_option(
+    "--grpc-tls-cert",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Control mode: PEM certificate (chain) of the gRPC service; with --grpc-tls-key, TLS is on.",
+)
+@_option("--grpc-tls-key", type=click.Path(dir_okay=False, exists=True), help="Control mode: its PEM key.")
+@_option(
+    "--grpc-tls-ca",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Edge mode: PEM roots the hub's certificate must chain to; given, the edge connects with TLS.",
+)
 @_option("--max-body-mib", default=10.0, type=float, help="Largest request body accepted (413 above).")
 @_option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
 def serve(**options: Any) -> None:
@@ -74,6 +85,7 @@ def serve(**options: Any) -> None:
         mode=cast(Mode, mode),
         admin_token=os.environ.get("TOLLGATE_ADMIN_TOKEN") or None,
         secret_key=os.environ.get("TOLLGATE_SECRET_KEY") or None,
+        edge_token=os.environ.get("TOLLGATE_EDGE_TOKEN") or None,
         **options,
     )
     configure_logging(settings.log_level)

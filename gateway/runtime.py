@@ -1,7 +1,8 @@
 """Per-process state, built by the lifespan and passed along: no module-level mutable state anywhere.
 
 The runtime owns the one pooled HTTP client, the current snapshot (a reference swapped whole), the
-analytics writer and the metrics, and rebuilds the snapshot when the store's config version moves.
+analytics writer and the metrics, and rebuilds the snapshot when its config source's version moves (the
+store's; on an edge, what the hub pushed).
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import calendar
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import aiohttp
 
 from gateway.analytics import AnalyticsWriter
 from gateway.metrics import Metrics
+from pipeline.auth import Credentials
 from pipeline.counters.base import NANO_USD, Counters, CountersUnavailable
 from pipeline.counters.failover import FailoverCounters
 from pipeline.counters.local import LocalCounters
@@ -24,8 +27,8 @@ from pipeline.plugins.hosts import PluginHosts
 from pipeline.registry import Services
 from store.base import Store
 from sync.secrets import SecretBox
-from sync.snapshot import Snapshot, build
-from sync.state import ConfigState
+from sync.snapshot import Snapshot, build_async
+from sync.state import ConfigSource, ConfigState, StoreSource
 
 log = logging.getLogger("tollgate")
 
@@ -44,6 +47,8 @@ class Runtime:
         max_body_bytes: int = 10 * 1024 * 1024,
         edge_id: str = "",
         counters: Counters | None = None,
+        source: ConfigSource | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.store = store
         self.box = box
@@ -54,7 +59,12 @@ class Runtime:
         self.analytics = AnalyticsWriter(store, self.metrics)
         self.counters = counters or LocalCounters()
         self.plugins = PluginHosts()
-        self.services = Services(counters=self.counters, plugins=self.plugins)
+        self.services = Services(counters=self.counters, plugins=self.plugins, credentials=credentials)
+        self.source = source or StoreSource(store)
+        self.state: ConfigState | None = None  # what the snapshot was built from
+        # Called after each swap (a hub's edge service follows the config this way).
+        self.on_reload: list[Callable[[ConfigState, Snapshot], None]] = []
+        self.sync_status: Callable[[], dict[str, Any]] | None = None  # an edge's, for /readyz
         if isinstance(self.counters, FailoverCounters):
             self.counters.on_change = self._counters_changed
         self.snapshot = Snapshot.empty()
@@ -75,7 +85,8 @@ class Runtime:
         return self.snapshot.version >= 0 and not self.draining
 
     async def start(self) -> None:
-        await self.reload()
+        if await self.source.version() >= 0:  # an edge that has nothing yet waits for its hub
+            await self.reload()
         await self.seed_budgets()
         # ready only once the plugins answer: a fail-closed filter would refuse the first requests
         await asyncio.gather(*(plugin.wait_ready(PLUGIN_START_S) for plugin in self.plugins))
@@ -135,14 +146,17 @@ class Runtime:
     async def reload(self) -> None:
         """Rebuild the snapshot from the store and swap it in; requests in flight keep the old one."""
         async with self._reload_lock:
-            rows = await self.store.load_config()
-            if rows.version == self.snapshot.version:
+            state = await self.source.load()
+            if state.version == self.snapshot.version:
                 return
             previous = set(self.snapshot.warnings)
-            snapshot = build(ConfigState.from_rows(rows), self.box, self.notes, self.services)
+            snapshot = await build_async(state, self.box, self.notes, self.services)
             self.plugins.retain(snapshot.plugin_commands)
             self.snapshot = snapshot
+            self.state = state
         self.metrics.snapshot_version.set(snapshot.version)
+        for listener in self.on_reload:
+            listener(state, snapshot)
         for warning in snapshot.warnings:
             if warning not in previous:
                 log.warning("%s", warning)
@@ -156,7 +170,7 @@ class Runtime:
                 self.metrics.plugin_restarts.labels(plugin.name).set(plugin.restarts)
                 self.metrics.plugin_failures.labels(plugin.name).set(plugin.failures)
             try:
-                if await self.store.config_version() != self.snapshot.version:
+                if await self.source.version() != self.snapshot.version:
                     await self.reload()
             except Exception:  # a failing store must not stop the watcher: serve the last snapshot
                 log.exception("config reload failed; still serving version %d", self.snapshot.version)

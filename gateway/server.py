@@ -16,7 +16,7 @@ import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
@@ -31,12 +31,16 @@ from pipeline.counters.failover import FailoverCounters
 from pipeline.counters.host import HostCounters
 from pipeline.counters.local import LocalCounters
 from pipeline.counters.redis import RedisCounters
-from store.base import StoreError
+from store.base import Store, StoreError
 from store.sqlite import SqliteStore
 from sync.bootstrap import BootstrapError, apply_bootstrap
 from sync.loader import ConfigError, load_config
 from sync.model import ConfigFile
 from sync.secrets import SecretBox, SecretError
+
+if TYPE_CHECKING:
+    from sync.edge import EdgeAgent
+    from sync.hub import HubServer
 
 log = logging.getLogger("tollgate")
 
@@ -107,6 +111,15 @@ def check(settings: Settings) -> ConfigFile | None:
         raise StartupError(f"--db {settings.db!r}: expected sqlite:///PATH to a database file")
     if settings.workers < 1:
         raise StartupError("--workers must be at least 1")
+    if settings.mode == "edge":
+        if not settings.hub:
+            raise StartupError("--mode edge needs --hub HOST:PORT (the hub's gRPC address)")
+        if settings.config is not None:
+            raise StartupError("--config is for a hub or a standalone gateway: an edge's comes from --hub")
+        if settings.workers > 1:
+            raise StartupError("--mode edge runs one worker in this version: run several edges instead")
+    if bool(settings.grpc_tls_cert) != bool(settings.grpc_tls_key):
+        raise StartupError("--grpc-tls-cert and --grpc-tls-key go together")
     if settings.config is None:
         return None
     try:
@@ -153,30 +166,68 @@ async def start_runtime(runtime: Runtime) -> None:
 
 
 async def serve_single(settings: Settings, cfg: ConfigFile | None) -> None:
-    """workers = 1: the gateway, the admin API and the bundled mock share one event loop."""
+    """workers = 1: the gateway, the admin API, the bundled mock and, by mode, the hub's control service
+    or the edge's sync with its hub share one event loop."""
     box = secret_box(settings)
     store = await open_store(settings, box, cfg)
-    runtime = Runtime(
-        store,
-        box,
-        notes=notes(settings, cfg),
-        max_body_bytes=settings.max_body_bytes,
-        counters=counters(settings, host_socket=None),
-    )
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(store.close)
+        agent = await open_edge(settings, store, box) if settings.mode == "edge" else None
+        runtime = Runtime(
+            store,
+            box,
+            notes=notes(settings, cfg),
+            max_body_bytes=settings.max_body_bytes,
+            counters=counters(settings, host_socket=None),
+            edge_id=agent.edge_id if agent is not None else "",
+            source=agent,
+            credentials=agent,
+        )
+        hub = await open_hub(settings, store, box, runtime) if settings.mode == "control" else None
         await start_runtime(runtime)
-    except BaseException:
-        await store.close()
-        raise
-    try:
+        stack.push_async_callback(runtime.stop)
+        if agent is not None:
+            agent.on_apply = runtime.reload
+            runtime.sync_status = agent.status
+            agent.start()
+            stack.push_async_callback(agent.close)  # after runtime.stop: one last upload of its flush
+        if hub is not None:
+            await hub.start()
+            stack.push_async_callback(hub.stop)
         servers = [
             ("gateway", make_server(GatewayApp(runtime), settings), bind(settings.host, settings.port))
         ]
-        servers += side_servers(settings, cfg, store, box, runtime)
+        servers += side_servers(settings, cfg, store, box, runtime, hub=hub, agent=agent)
         await run_servers(servers, on_stop=lambda: drain(runtime, settings))
-    finally:
-        await runtime.stop()
-        await store.close()
+
+
+async def open_edge(settings: Settings, store: Store, box: SecretBox) -> EdgeAgent:
+    from sync.edge import EdgeAgent  # grpcio only in the modes that use it
+
+    agent = EdgeAgent(settings, store, box)
+    await agent.open()
+    return agent
+
+
+async def open_hub(settings: Settings, store: Store, box: SecretBox, runtime: Runtime | None) -> HubServer:
+    """The hub's control service, its port bound; it follows `runtime`'s config, or the store's."""
+    from sync.hub import Hub, HubServer
+
+    hub = Hub(store, box)
+    await hub.open()
+    if runtime is not None:
+        runtime.on_reload.append(hub.follow)
+        hub.reload = runtime.reload
+    else:
+        await hub.refresh()
+    server = HubServer(hub, settings, follow_store=runtime is None)
+    try:
+        port = server.bind()
+    except (RuntimeError, OSError) as exc:
+        raise StartupError(f"cannot listen on {settings.host}:{settings.grpc_port} (gRPC): {exc}") from None
+    if not port:
+        raise StartupError(f"cannot listen on {settings.host}:{settings.grpc_port} (gRPC): port taken")
+    return server
 
 
 def counters(settings: Settings, host_socket: str | None) -> Counters:
@@ -199,13 +250,28 @@ async def drain(runtime: Runtime, settings: Settings) -> None:
 
 
 def side_servers(
-    settings: Settings, cfg: ConfigFile | None, store: SqliteStore, box: SecretBox, runtime: Runtime | None
+    settings: Settings,
+    cfg: ConfigFile | None,
+    store: SqliteStore,
+    box: SecretBox,
+    runtime: Runtime | None,
+    *,
+    hub: HubServer | None = None,
+    agent: EdgeAgent | None = None,
 ) -> list[tuple[str, _Server, socket.socket]]:
-    """The admin API and, when the config asks for it, the bundled mock upstream."""
-    if not settings.admin_token:
-        log.warning("TOLLGATE_ADMIN_TOKEN is not set: the admin API accepts only admin users' API keys")
-    reload = runtime.reload if runtime is not None else _nothing
-    admin = build_admin_app(ConfigService(store, box, reload), store, settings.admin_token)
+    """The admin API (an edge's: its sync status only) and, when the config asks for it, the bundled
+    mock upstream."""
+    admin: ASGIApp
+    if agent is not None:
+        from gateway.admin.edge import build_edge_admin_app
+
+        admin = build_edge_admin_app(agent, store, settings.admin_token)
+    else:
+        if not settings.admin_token:
+            log.warning("TOLLGATE_ADMIN_TOKEN is not set: the admin API accepts only admin users' API keys")
+        reload = hub.hub.reload if hub is not None else runtime.reload if runtime is not None else _nothing
+        service = ConfigService(store, box, reload)
+        admin = build_admin_app(service, store, settings.admin_token, hub.hub if hub is not None else None)
     out = [("admin", make_server(admin, settings, timeout_s=5), bind(settings.host, settings.admin_port))]
     if cfg is not None and cfg.mock_upstream is not None:
         from mocks.openai import MockOpenAI  # only when asked for: not a dependency of the gateway

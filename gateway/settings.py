@@ -28,6 +28,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     edge_id: str | None = None
     heartbeat_s: float = 30.0
     credential_ttl_s: float = 300.0
+    edge_token: str | None = None  # TOLLGATE_EDGE_TOKEN: the enrolment token hub and edges share
+    grpc_tls_cert: str | None = None  # control mode: PEM certificate chain of the gRPC service
+    grpc_tls_key: str | None = None  # control mode: its PEM private key
+    grpc_tls_ca: str | None = None  # edge mode: PEM roots that the hub's certificate must chain to
     max_body_mib: float = 10.0
     admin_token: str | None = None
     secret_key: str | None = None
@@ -45,10 +49,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return Path(self.db.removeprefix("sqlite:///"))
 
     def unbuilt(self) -> list[str]:
-        """Warnings for flags whose feature this version does not have yet."""
+        """Warnings for flags whose feature this version does not have yet, or that this mode ignores."""
         notes = []
-        if self.mode != "standalone":
-            notes.append(f"--mode {self.mode} is not built yet: serving as a standalone gateway")
-        if self.hub:
-            notes.append("--hub is not used yet (edge mode is not built)")
+        if self.hub and self.mode != "edge":
+            notes.append(f"--hub is used in edge mode only; this gateway runs in {self.mode} mode")
+        if self.mode != "edge" and self.namespace:
+            notes.append(f"--namespace is used in edge mode only; this gateway runs in {self.mode} mode")
         return notes

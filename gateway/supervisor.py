@@ -28,6 +28,7 @@ from gateway.server import (
     drain,
     make_server,
     notes,
+    open_hub,
     open_store,
     run_loop,
     run_servers,
@@ -76,9 +77,15 @@ async def _parent(settings: Settings, cfg: ConfigFile | None, sock: socket.socke
     pool.start()
     host, port = sock.getsockname()[:2]
     log.info("gateway listening on http://%s:%d (%d workers)", host, port, settings.workers)
+    hub = None
     try:
-        await run_servers(side_servers(settings, cfg, store, box, None), on_stop=pool.stop)
+        if settings.mode == "control":
+            hub = await open_hub(settings, store, box, None)
+            await hub.start()
+        await run_servers(side_servers(settings, cfg, store, box, None, hub=hub), on_stop=pool.stop)
     finally:
+        if hub is not None:
+            await hub.stop()
         await pool.stop()
         await counter_server.close()
         shutil.rmtree(counter_dir, ignore_errors=True)

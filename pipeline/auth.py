@@ -1,9 +1,11 @@
-"""The `auth` phase's first filter: the app key → the app, by SHA-256 hash in the snapshot (O(1))."""
+"""The `auth` phase's first filter: the app key → the app, by SHA-256 hash in the snapshot (O(1)).
+
+An edge's snapshot has no apps: it asks its `Credentials` (sync/edge.py: a cache in front of the hub)."""
 
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import parse_qsl
 
 from gateway.errors import InvalidApiKey
@@ -11,18 +13,31 @@ from providers.base import Operation
 
 if TYPE_CHECKING:
     from gateway.context import RequestContext
+    from sync.snapshot import AppEntry
 
 _sha256 = hashlib.sha256
+
+
+class Credentials(Protocol):
+    """Apps that are not in the snapshot, found by key hash elsewhere (an edge asks its hub)."""
+
+    async def find(self, key_hash: str) -> AppEntry | None: ...
 
 
 class AppKeyAuth:
     name = "auth"
 
+    def __init__(self, credentials: Credentials | None = None) -> None:
+        self.credentials = credentials
+
     async def __call__(self, ctx: RequestContext) -> None:
         key = credential(ctx)
         if not key:
             raise InvalidApiKey("missing API key: send your app key as 'Authorization: Bearer <key>'")
-        app = ctx.snapshot.apps.get(_sha256(key).hexdigest())
+        key_hash = _sha256(key).hexdigest()
+        app = ctx.snapshot.apps.get(key_hash)
+        if app is None and self.credentials is not None:
+            app = await self.credentials.find(key_hash)
         if app is None or not app.active:
             raise InvalidApiKey("invalid API key")
         ctx.app = app

@@ -53,7 +53,11 @@ def compose(configured: Iterable[Filter], services: Services) -> tuple[Chain, li
 
     Returns the chain and the filters that could not be built, with why, which the caller reports.
     """
-    steps: dict[str, list[Any]] = {"pre_auth": [], "auth": [AppKeyAuth(), LlmAccess()], "post_auth": []}
+    steps: dict[str, list[Any]] = {
+        "pre_auth": [],
+        "auth": [AppKeyAuth(services.credentials), LlmAccess()],
+        "post_auth": [],
+    }
     rules: list[TextRule] = []
     events: list[EventFilter] = []
     broken: list[tuple[Filter, str]] = []

@@ -17,6 +17,7 @@ from pipeline.text import BlockList, PatternRule, PiiRule
 from sync.model import Filter
 
 if TYPE_CHECKING:
+    from pipeline.auth import Credentials
     from pipeline.counters.base import Counters
     from pipeline.plugins.hosts import PluginHosts
 
@@ -26,6 +27,7 @@ class Services(msgspec.Struct, frozen=True):
 
     counters: Counters  # where rate limits and budgets are counted
     plugins: PluginHosts
+    credentials: Credentials | None = None  # apps not in the snapshot (an edge's, looked up at its hub)
 
 
 def _text(rule: Callable[[str, dict[str, Any]], Any]) -> Callable[[Filter, Services], Any]:

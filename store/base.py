@@ -7,7 +7,7 @@ hash; the store knows nothing of their fields, so the schema of the configuratio
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal, Protocol
 
 import msgspec
@@ -91,3 +91,19 @@ class Store(Protocol):
 
     async def spend(self, since: float) -> dict[str, float]:
         """USD spent since `since` per app and per LLM, keyed "app:<id>" and "llm:<id>"."""
+
+    async def get_values(self, prefix: str) -> dict[str, bytes]:
+        """The kv entries whose key starts with `prefix` (state beside the config: no version bump)."""
+
+    async def put_values(self, values: Mapping[str, bytes | None]) -> None:
+        """Set (or, for None, delete) kv entries, in one transaction."""
+
+    async def records_after(self, after_id: int, limit: int) -> list[AnalyticsRecord]:
+        """Up to `limit` analytics records with an id above `after_id`, in id order (an edge's upload)."""
+
+    async def prune_records(self, upto_id: int, before: float) -> int:
+        """Delete the records up to id `upto_id` that are older than `before`; returns how many."""
+
+    async def insert_uploaded(self, source: str, records: Sequence[AnalyticsRecord]) -> tuple[int, int]:
+        """Insert another store's records (ids are theirs) that are above `source`'s watermark, and move
+        it, in one transaction: a batch sent twice is inserted once. Returns (inserted, watermark)."""

@@ -60,4 +60,11 @@ SQLITE: list[list[str]] = [
         "CREATE INDEX analytics_app_ts ON analytics (app_id, ts)",
     ],
     ["ALTER TABLE analytics ADD COLUMN blocked_by TEXT NOT NULL DEFAULT ''"],
+    [
+        # State beside the config that never bumps its version: a hub's published snapshots and edge
+        # registry, an edge's cached snapshot, looked-up keys and upload cursor.
+        "CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL)",
+        # A hub's watermark per edge database: the highest analytics row id it has taken from it.
+        "CREATE TABLE uploads (source TEXT PRIMARY KEY, last_id INTEGER NOT NULL)",
+    ],
 ]

@@ -11,7 +11,7 @@ from store.records import RECORD_FIELDS, AnalyticsRecord, InteractionQuery, Usag
 
 # Record field → column (the timestamp column is `ts`: `timestamp` is a type name in SQL).
 _COLUMNS = tuple("ts" if f == "timestamp" else f for f in RECORD_FIELDS)
-_SELECT_RECORD = ", ".join(("id", *_COLUMNS))
+SELECT_RECORD = ", ".join(("id", *_COLUMNS))
 
 # group_by → (key expression, label expression); labels are the names recorded at the time.
 _GROUPS = {
@@ -76,7 +76,7 @@ def interactions_query(query: InteractionQuery, params: Params) -> tuple[str, li
         extra.append(_match(params, "llm_id", "llm_slug", query.llm))
     where = _where(params, query.since, query.until, extra)
     limit = params.add(query.limit)
-    statement = f"SELECT {_SELECT_RECORD} FROM analytics{where} ORDER BY ts DESC, id LIMIT {limit}"
+    statement = f"SELECT {SELECT_RECORD} FROM analytics{where} ORDER BY ts DESC, id LIMIT {limit}"
     return statement, params.values
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -137,6 +137,50 @@ class SqliteStore:
         async with self.db.execute(statement, params) as cur:
             rows = await cur.fetchall()
         return [sql.usage_row(r) for r in rows]
+
+    async def get_values(self, prefix: str) -> dict[str, bytes]:
+        query = "SELECT key, value FROM kv WHERE key >= ? AND key < ?"  # a range: LIKE ignores case
+        async with self.db.execute(query, (prefix, prefix + "\U0010ffff")) as cur:
+            return {key: bytes(value) for key, value in await cur.fetchall()}
+
+    async def put_values(self, values: Mapping[str, bytes | None]) -> None:
+        async with self._transaction() as db:
+            for key, value in values.items():
+                if value is None:
+                    await db.execute("DELETE FROM kv WHERE key = ?", (key,))
+                else:
+                    await db.execute(
+                        "INSERT INTO kv (key, value) VALUES (?, ?) "
+                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        (key, value),
+                    )
+
+    async def records_after(self, after_id: int, limit: int) -> list[AnalyticsRecord]:
+        statement = f"SELECT {sql.SELECT_RECORD} FROM analytics WHERE id > ? ORDER BY id LIMIT ?"
+        async with self.db.execute(statement, (after_id, limit)) as cur:
+            rows = await cur.fetchall()
+        return [sql.record_from_row(r) for r in rows]
+
+    async def prune_records(self, upto_id: int, before: float) -> int:
+        async with self._transaction() as db:
+            cur = await db.execute("DELETE FROM analytics WHERE id <= ? AND ts < ?", (upto_id, before))
+            return cur.rowcount
+
+    async def insert_uploaded(self, source: str, records: Sequence[AnalyticsRecord]) -> tuple[int, int]:
+        async with self._transaction() as db:
+            async with db.execute("SELECT last_id FROM uploads WHERE source = ?", (source,)) as cur:
+                row = await cur.fetchone()
+            watermark = int(row[0]) if row else 0
+            fresh = [r for r in records if r.id > watermark]
+            if fresh:
+                await db.executemany(_INSERT_RECORD, [sql.record_params(r) for r in fresh])
+                watermark = max(r.id for r in fresh)
+                await db.execute(
+                    "INSERT INTO uploads (source, last_id) VALUES (?, ?) "
+                    "ON CONFLICT (source) DO UPDATE SET last_id = excluded.last_id",
+                    (source, watermark),
+                )
+        return len(fresh), watermark
 
 
 async def _apply(db: aiosqlite.Connection, op: Op, now: float) -> Row | None:

@@ -65,15 +65,24 @@ class SecretBox:
         return value.startswith(_PREFIX)
 
     def seal(self, plaintext: str) -> str:
-        nonce = secrets.token_bytes(_NONCE_BYTES)
-        sealed = self._aead.encrypt(nonce, plaintext.encode(), _AAD)
-        return _PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode()
+        return _PREFIX + base64.urlsafe_b64encode(self.seal_bytes(plaintext.encode())).decode()
 
     def open(self, value: str) -> str:
         if not self.is_sealed(value):
             raise SecretError("not a sealed value")
         try:
             raw = base64.urlsafe_b64decode(value.removeprefix(_PREFIX))
-            return self._aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], _AAD).decode()
+        except ValueError as exc:
+            raise SecretError("cannot open a sealed value: it is corrupted") from exc
+        return self.open_bytes(raw).decode()
+
+    def seal_bytes(self, plaintext: bytes) -> bytes:
+        """Binary form, for large values stored as blobs: nonce + ciphertext + tag."""
+        nonce = secrets.token_bytes(_NONCE_BYTES)
+        return nonce + self._aead.encrypt(nonce, plaintext, _AAD)
+
+    def open_bytes(self, sealed: bytes) -> bytes:
+        try:
+            return self._aead.decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], _AAD)
         except (InvalidTag, ValueError) as exc:
             raise SecretError("cannot open a sealed value: wrong TOLLGATE_SECRET_KEY or corrupted") from exc

@@ -6,9 +6,10 @@ here, so a request does dict lookups and nothing else. A snapshot is never mutat
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 
 import msgspec
 
@@ -27,6 +28,7 @@ from sync.state import ConfigState
 from sync.validate import compile_models
 
 ADMIN_ROLES = frozenset({"super_admin", "admin"})
+SLICE_S = 0.002  # build_async: the longest the event loop waits for it at a time
 
 
 class LlmEntry(msgspec.Struct, frozen=True):
@@ -51,6 +53,7 @@ class AppEntry(msgspec.Struct, frozen=True):
     llms: frozenset[str]  # what it may call: its `llms` that its owner may use
     window: Window | None = None  # its rate_limit
     budget: Budget | None = None  # its monthly_budget_usd
+    namespace: str = ""  # edges of other namespaces never get it
 
 
 class UserEntry(msgspec.Struct, frozen=True):
@@ -80,7 +83,35 @@ def build(
 ) -> Snapshot:
     """Compile `state`; `notes` are process-level warnings (flags not built yet) to show beside ours.
     `services` are the process's counters and plugin hosts that filters use (a probe build gets its own)."""
-    services = services or default_services()
+    steps = _build(state, box, notes, services or default_services())
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+
+async def build_async(
+    state: ConfigState, box: SecretBox, notes: Sequence[str] = (), services: Services | None = None
+) -> Snapshot:
+    """`build`, giving the event loop back every `SLICE_S`, so requests keep flowing while a large
+    configuration compiles (the snapshot is swapped in only when it is whole)."""
+    steps = _build(state, box, notes, services or default_services())
+    started = time.perf_counter()
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        if time.perf_counter() - started > SLICE_S:
+            await asyncio.sleep(0)
+            started = time.perf_counter()
+
+
+def _build(
+    state: ConfigState, box: SecretBox, notes: Sequence[str], services: Services
+) -> Generator[None, None, Snapshot]:
+    """The compilation, as steps: it yields after each LLM and each slice of apps."""
     warnings = list(notes)
     filters: dict[str, Filter] = {s.name: s.entity for s in state.of("filters")}
     secrets = state.secret_values()
@@ -91,6 +122,10 @@ def build(
         if not llm.active:
             unserved[llm.slug] = f"LLM '{llm.slug}' is disabled"
             continue
+        missing = [n for n in llm.filters if n not in filters]
+        warnings += [
+            f"LLM '{llm.slug}': filter '{n}' is not in this gateway's configuration" for n in missing
+        ]
         chosen = [f for f in filters.values() if f.global_] + [
             filters[n] for n in llm.filters if n in filters
         ]
@@ -115,15 +150,17 @@ def build(
             budget=budget_for(f"llm:{stored.id}", llm.monthly_budget_usd),
             hold_ms=int(llm.timeout_s * 1000) + 60_000,
         )
+        yield
     for stored in state.of("routes"):
         route: Route = stored.entity
         unserved[route.slug] = f"route '{route.slug}' is configured, but routes are not served yet"
     warnings += _unbuilt(state)
+    apps = yield from _resolve_apps(state)
     return Snapshot(
         version=state.version,
         built_at=time.time(),
         llms=llms,
-        apps=_apps(state),
+        apps=apps,
         users={
             s.key_hash: UserEntry(s.id, s.entity.email, s.entity.role)
             for s in state.of("users")
@@ -138,7 +175,17 @@ def build(
     )
 
 
-def _apps(state: ConfigState) -> dict[str, AppEntry]:
+def resolve_apps(state: ConfigState) -> dict[str, AppEntry]:
+    """Every app with a key, by key hash, its grants resolved (what a hub answers edges' lookups with)."""
+    steps = _resolve_apps(state)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+
+def _resolve_apps(state: ConfigState) -> Generator[None, None, dict[str, AppEntry]]:
     group_llms: dict[str, set[str]] = {s.entity.name: set(s.entity.llms) for s in state.of("groups")}
     users: dict[str, tuple[int, User]] = {s.entity.email: (s.id, s.entity) for s in state.of("users")}
     apps: dict[str, AppEntry] = {}
@@ -159,8 +206,11 @@ def _apps(state: ConfigState) -> dict[str, AppEntry]:
             grants,
             window=window_for(f"app:{stored.id}", app.rate_limit),
             budget=budget_for(f"app:{stored.id}", app.monthly_budget_usd),
+            namespace=app.namespace,
         )
         apps[stored.key_hash] = entry
+        if len(apps) % 512 == 0:
+            yield
     return apps
 
 

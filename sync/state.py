@@ -6,11 +6,11 @@ it into the structures the hot path reads.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
-from store.base import KIND_NAMES, ConfigRows
+from store.base import KIND_NAMES, ConfigRows, Store
 from sync.entities import KINDS, Stored, from_stored
 from sync.model import ConfigFile, Secret
 
@@ -51,3 +51,23 @@ class ConfigState(msgspec.Struct, frozen=True):
             secret: Secret = stored.entity
             out[secret.name] = secret.value
         return out
+
+
+class ConfigSource(Protocol):
+    """Where a runtime's configuration comes from: its store, or (an edge) what its hub pushed."""
+
+    async def version(self) -> int:
+        """Cheap: polled twice a second; a change makes the runtime `load` and rebuild."""
+
+    async def load(self) -> ConfigState: ...
+
+
+class StoreSource:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def version(self) -> int:
+        return await self.store.config_version()
+
+    async def load(self) -> ConfigState:
+        return ConfigState.from_rows(await self.store.load_config())

@@ -464,13 +464,3 @@ def test_factories_refuse_what_config_problems_reports() -> None:
         python_filter(spec("post_auth", "python:tests.plugins.nothing_here:f"))
     with pytest.raises(ValueError, match=r"config\.fail"):
         plugin_filter(spec("post_auth", GOOD, fail="sometimes"), PluginHosts())
-
-
-def test_generated_code_matches_the_proto(tmp_path: Path) -> None:
-    """The committed *_pb2 modules are what generate.sh makes from plugin.proto today."""
-    generate = ROOT / "pipeline" / "plugins" / "generate.sh"
-    subprocess.run([str(generate), str(tmp_path)], check=True, env={**os.environ, "PYTHON": sys.executable})
-    for name in ("plugin_pb2.py", "plugin_pb2.pyi", "plugin_pb2_grpc.py"):
-        fresh = (tmp_path / "pipeline" / "plugins" / name).read_text()
-        committed = (ROOT / "pipeline" / "plugins" / name).read_text()
-        assert fresh == committed, f"{name} is stale: run pipeline/plugins/generate.sh"

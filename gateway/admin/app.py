@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.applications import Starlette
@@ -15,12 +15,23 @@ from starlette.routing import Route
 
 from gateway.admin import analytics
 from gateway.admin.openapi import document
-from gateway.admin.service import ConfigService
-from gateway.errors import ERRORS, Forbidden, InvalidApiKey, MethodNotAllowed, NotFound, TollgateError
+from gateway.admin.service import ConfigService, json_object
+from gateway.errors import (
+    ERRORS,
+    Forbidden,
+    InvalidApiKey,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    TollgateError,
+)
 from gateway.types import ASGIApp, ASGIReceive, ASGISend, Scope
 from store.base import Store
 from sync.entities import KINDS, from_stored, hash_key
 from sync.snapshot import ADMIN_ROLES
+
+if TYPE_CHECKING:
+    from sync.hub import Hub
 
 _PUBLIC = frozenset({"/healthz", "/openapi.json"})
 
@@ -32,7 +43,10 @@ class JSON(Response):
         return orjson.dumps(content)
 
 
-def build_admin_app(service: ConfigService, store: Store, admin_token: str | None) -> ASGIApp:
+def build_admin_app(
+    service: ConfigService, store: Store, admin_token: str | None, hub: Hub | None = None
+) -> ASGIApp:
+    """`hub`: in control mode, the edges' registry (`/api/v1/edges`, `/api/v1/edges/push`)."""
     openapi = document()
 
     def collection(kind: str) -> Callable[[Request], Awaitable[Response]]:
@@ -62,6 +76,20 @@ def build_admin_app(service: ConfigService, store: Store, admin_token: str | Non
         state = await service.state()
         return JSON({"data": await analytics.usage(store, state, dict(request.query_params))})
 
+    async def edges(request: Request) -> Response:
+        if hub is None:
+            raise NotFound("/api/v1/edges is served by a hub (tollgate serve --mode control)")
+        return JSON({"data": hub.listing()})
+
+    async def push(request: Request) -> Response:
+        if hub is None:
+            raise NotFound("/api/v1/edges/push is served by a hub (tollgate serve --mode control)")
+        body = json_object(await request.body() or b"{}")
+        namespace = body.get("namespace") or ""
+        if not isinstance(namespace, str):
+            raise InvalidRequest("'namespace' must be a string")
+        return JSON(await hub.push(namespace))
+
     async def openapi_json(request: Request) -> Response:
         return JSON(openapi)
 
@@ -70,12 +98,13 @@ def build_admin_app(service: ConfigService, store: Store, admin_token: str | Non
 
     routes = [Route("/healthz", healthz), Route("/openapi.json", openapi_json)]
     routes += [Route("/api/v1/analytics/interactions", interactions), Route("/api/v1/analytics/usage", usage)]
+    routes += [Route("/api/v1/edges", edges), Route("/api/v1/edges/push", push, methods=["POST"])]
     for kind in KINDS:
         routes.append(Route(f"/api/v1/{kind}", collection(kind), methods=["GET", "POST"]))
         routes.append(Route(f"/api/v1/{kind}/{{id:int}}", member(kind), methods=["GET", "PATCH", "DELETE"]))
     app = Starlette(
         routes=routes,
-        exception_handlers={TollgateError: _tollgate_error, HTTPException: _http_error},  # type: ignore[dict-item]
+        exception_handlers={TollgateError: tollgate_error, HTTPException: http_error},  # type: ignore[dict-item]
     )
     return AdminAuth(app, store, admin_token)
 
@@ -117,11 +146,11 @@ def _error_fields(error: TollgateError) -> dict[str, Any]:
     return {"message": error.message, "type": error.type, "code": error.code, "param": None}
 
 
-async def _tollgate_error(request: Request, error: TollgateError) -> Response:
+async def tollgate_error(request: Request, error: TollgateError) -> Response:
     return JSON({"error": _error_fields(error)}, status_code=error.status, headers=error.headers)
 
 
-async def _http_error(request: Request, exc: HTTPException) -> Response:
+async def http_error(request: Request, exc: HTTPException) -> Response:
     error: TollgateError
     if exc.status_code == 404:
         error = NotFound(f"no such endpoint: {request.url.path}")

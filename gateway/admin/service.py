@@ -57,7 +57,7 @@ class ConfigService:
 
     async def create(self, kind: str, body: bytes) -> dict[str, Any]:
         k = KINDS[kind]
-        entity = _decode(k, _object(body))
+        entity = _decode(k, json_object(body))
         generated = None
         if isinstance(entity, App) and not entity.api_key:
             generated = generate_key()
@@ -78,7 +78,7 @@ class ConfigService:
 
     async def patch(self, kind: str, id: int, body: bytes) -> dict[str, Any]:
         k = KINDS[kind]
-        changes = _object(body)
+        changes = json_object(body)
         state = await self.state()
         old = next((s for s in state.of(kind) if s.id == id), None)
         if old is None:
@@ -120,7 +120,7 @@ class ConfigService:
             raise InvalidRequest(str(problems[0]))
 
 
-def _object(body: bytes) -> dict[str, Any]:
+def json_object(body: bytes) -> dict[str, Any]:
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError:
