@@ -37,7 +37,7 @@ from sync.state import ConfigState
 
 log = logging.getLogger("tollgate")
 
-BACKOFF_S = (0.25, 30.0)  # first and longest wait between sessions (doubling, jittered)
+FIRST_BACKOFF_S = 0.25  # the wait before the second try; it doubles (jittered) up to --heartbeat-s
 CALL_TIMEOUT_S = 10.0
 LOOKUP_TIMEOUT_S = 2.0  # a request waits at most this long for the hub to know its key
 NEGATIVE_TTL_S = 30.0  # unknown keys are asked again after this (or --credential-ttl-s if shorter)
@@ -230,8 +230,8 @@ class EdgeAgent:
                 self._stub = None
                 await channel.close(grace=None)
             failures = 1 if was_connected else failures + 1
-            first, longest = BACKOFF_S
-            delay = min(longest, first * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
+            longest = max(FIRST_BACKOFF_S, self.settings.heartbeat_s)  # at least one try per heartbeat
+            delay = min(longest, FIRST_BACKOFF_S * 2 ** min(failures - 1, 16)) * random.uniform(0.5, 1.0)
             await asyncio.sleep(delay)
 
     def _channel(self) -> grpc.aio.Channel:
