@@ -49,7 +49,7 @@ class RateLimit(Entity, frozen=True):
 
 class CacheSettings(Entity, frozen=True):
     mode: Literal["off", "exact", "semantic"] = "off"
-    ttl_s: Seconds = 3600
+    ttl_s: Seconds = 3600.0
     threshold: Annotated[float, Meta(gt=0, le=1)] = 0.95
     scope: Literal["app", "global"] = "app"
 
@@ -65,7 +65,7 @@ class Llm(Entity, frozen=True):
     rate_limit: RateLimit | None = None
     filters: list[str] = []
     namespace: str = ""
-    timeout_s: Seconds = 600
+    timeout_s: Seconds = 600.0
     active: bool = True
     cache: CacheSettings | None = None
     # Vendor-specific fields (INTERFACE.md, "Vendor-specific LLM fields").
@@ -85,7 +85,7 @@ class Retry(Entity, frozen=True):
     on: list[RetryOn] = field(default_factory=lambda: [429, 500, 502, 503, 504, "timeout", "connect"])
     backoff_ms: Annotated[int, Meta(ge=0)] = 200
     respect_retry_after: bool = True
-    max_retry_after_s: Annotated[float, Meta(ge=0)] = 30
+    max_retry_after_s: Annotated[float, Meta(ge=0)] = 30.0
 
 
 class Fallback(Entity, frozen=True):
@@ -95,8 +95,8 @@ class Fallback(Entity, frozen=True):
 
 class Cooldown(Entity, frozen=True):
     fails: Positive = 3
-    window_s: Seconds = 60
-    duration_s: Seconds = 30
+    window_s: Seconds = 60.0
+    duration_s: Seconds = 30.0
 
 
 class RouteTarget(Entity, frozen=True):

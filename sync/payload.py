@@ -52,7 +52,7 @@ def content(state: ConfigState, namespace: str, box: SecretBox) -> bytes:
     """The canonical bytes of `namespace`'s configuration in `state`."""
     secrets = state.secret_values()
     llms = []
-    for stored in state.of("llms"):
+    for stored in _by_id(state, "llms"):
         llm: Llm = stored.entity
         if in_namespace(namespace, llm.namespace):
             llms.append((stored.id, msgspec.structs.replace(llm, api_key=resolve_api_key(llm, secrets, box))))
@@ -61,13 +61,17 @@ def content(state: ConfigState, namespace: str, box: SecretBox) -> bytes:
             llms=llms,
             routes=_entities(state, "routes", namespace),
             filters=_entities(state, "filters", namespace),
-            prices=[(s.id, s.entity) for s in state.of("prices")],
+            prices=[(s.id, s.entity) for s in _by_id(state, "prices")],
         )
     )
 
 
 def _entities(state: ConfigState, kind: str, namespace: str) -> list[tuple[int, Any]]:
-    return [(s.id, s.entity) for s in state.of(kind) if in_namespace(namespace, s.entity.namespace)]
+    return [(s.id, s.entity) for s in _by_id(state, kind) if in_namespace(namespace, s.entity.namespace)]
+
+
+def _by_id(state: ConfigState, kind: str) -> list[Stored]:
+    return sorted(state.of(kind), key=lambda s: s.id)
 
 
 def checksum(config: bytes) -> str:
