@@ -37,8 +37,13 @@ class AnalyticsWriter:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self.recorded = 0  # since start (an edge's heartbeat reports these)
+        self.refused = 0  # of them, with a status of 400 or more
 
     def record(self, record: AnalyticsRecord) -> None:
+        self.recorded += 1
+        if record.status_code >= 400:
+            self.refused += 1
         self._buffer.append(record)
         if len(self._buffer) >= self._batch_size:
             self._wake.set()

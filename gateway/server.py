@@ -188,6 +188,11 @@ async def serve_single(settings: Settings, cfg: ConfigFile | None) -> None:
         stack.push_async_callback(runtime.stop)
         if agent is not None:
             agent.on_apply = runtime.reload
+            agent.counters = lambda: {
+                "requests": runtime.analytics.recorded,
+                "errors": runtime.analytics.refused,
+                "analytics_pending": runtime.analytics.pending,
+            }
             runtime.sync_status = agent.status
             agent.start()
             stack.push_async_callback(agent.close)  # after runtime.stop: one last upload of its flush

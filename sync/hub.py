@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -215,6 +217,13 @@ class Hub:
         return app
 
 
+def _resolve(host: str) -> str:
+    try:
+        return socket.gethostbyname(host) if host not in ("", "0.0.0.0", "::") else "0.0.0.0"
+    except OSError:
+        return "0.0.0.0"
+
+
 def _iso(ts: float) -> str | None:
     from gateway.admin.analytics import iso
 
@@ -363,6 +372,11 @@ class HubServer:
         log.info("control service listening on %s://%s:%d", scheme, self.settings.host, self.port)
         if not self.settings.edge_token:
             log.warning("TOLLGATE_EDGE_TOKEN is not set: the hub accepts any edge that connects")
+        if scheme == "grpc" and not ipaddress.ip_address(_resolve(self.settings.host)).is_loopback:
+            log.warning(
+                "the control service has no TLS (--grpc-tls-cert/--grpc-tls-key): snapshots carry upstream "
+                "keys to edges unencrypted"
+            )
         if self.follow_store:
             self._watcher = asyncio.create_task(self.hub.watch_store(), name="hub-config")
 

@@ -1,7 +1,7 @@
 """The configuration as stored: every entity decoded, with its id, at one config version.
 
-This is the serialisable half of a snapshot (what a hub will ship to edges); `sync/snapshot.py` compiles
-it into the structures the hot path reads.
+This is the serialisable half of a snapshot (sync/payload.py ships a namespace's part to edges);
+`sync/snapshot.py` compiles it into the structures the hot path reads.
 """
 
 from __future__ import annotations

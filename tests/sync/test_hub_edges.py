@@ -210,6 +210,7 @@ def test_push_reaches_only_its_namespace_and_statuses_move(
         404,
     )
     assert chat(eu, "gpt") == chat(us, "gpt") == 200  # global
+    wait_until(lambda: hub.edges()["edge-eu"]["counters"].get("requests") == 3, what="counters in heartbeats")
 
     # An LLM added at the hub, in namespace eu, granted to the app: nothing moves until a push.
     llm = {
