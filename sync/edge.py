@@ -110,6 +110,7 @@ class EdgeAgent:
             try:
                 published = unseal(values[_SNAPSHOT_KEY], self.box)
                 self._load(published)
+                self.published = published
                 log.info(
                     "edge: serving the cached snapshot %s until the hub answers", published.checksum[:12]
                 )
@@ -121,11 +122,11 @@ class EdgeAgent:
                 self._keys[key.removeprefix(_KEY_PREFIX)] = (cached.app, cached.expires_at)
 
     def _load(self, published: Published) -> None:
+        """Make `published` the configuration this edge serves from (the runtime builds it next)."""
         if checksum(published.config) != published.checksum:
             raise SyncError(f"snapshot checksum mismatch (expected {published.checksum})")
+        self._state = to_state(published.config, self._sequence + 1)
         self._sequence += 1
-        self._state = to_state(published.config, self._sequence)
-        self.published = published
 
     # -- ConfigSource (gateway/runtime.py) ----------------------------------------------------------
 
@@ -295,9 +296,15 @@ class EdgeAgent:
             if reply.checksum == self.checksum:
                 return
             published = Published(reply.checksum, reply.version, reply.config, time.time())
+            before = self._state
             self._load(published)
+            try:
+                await self.on_apply()  # the runtime builds and swaps: only now is it what we serve
+            except BaseException:
+                self._state = before
+                raise
+            self.published = published
             await self.store.put_values({_SNAPSHOT_KEY: seal(published, self.box)})
-            await self.on_apply()
         log.info("edge: applied snapshot %s (hub config version %d)", reply.checksum[:12], reply.version)
         self._beat_now.set()
 

@@ -189,12 +189,15 @@ def _resolve_apps(state: ConfigState) -> Generator[None, None, dict[str, AppEntr
     group_llms: dict[str, set[str]] = {s.entity.name: set(s.entity.llms) for s in state.of("groups")}
     users: dict[str, tuple[int, User]] = {s.entity.email: (s.id, s.entity) for s in state.of("users")}
     apps: dict[str, AppEntry] = {}
+    permissions: dict[str, set[str] | None] = {}  # owner → what they may use, worked out once per owner
     for stored in state.of("apps"):
         app: App = stored.entity
         if not stored.key_hash:
             continue
         owner = users.get(app.owner)
-        permitted = _permitted(owner[1], group_llms) if owner else set()
+        if app.owner not in permissions:
+            permissions[app.owner] = _permitted(owner[1], group_llms) if owner else set()
+        permitted = permissions[app.owner]
         grants = frozenset(s for s in app.llms if permitted is None or s in permitted)
         owner_id = owner[0] if owner else None
         entry = AppEntry(
