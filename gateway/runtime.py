@@ -155,7 +155,7 @@ class Runtime:
             if state.version == self.snapshot.version:
                 return
             previous = set(self.snapshot.warnings)
-            snapshot = await build_async(state, self.box, self.notes, self.services)
+            snapshot = await build_async(state, self.box, self.notes, self.services, self.snapshot)
             self.plugins.retain(snapshot.plugin_commands)
             self.snapshot = snapshot
             self.state = state

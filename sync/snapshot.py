@@ -10,6 +10,7 @@ import asyncio
 import re
 import time
 from collections.abc import Generator, Iterator, Sequence
+from typing import Any
 
 import msgspec
 
@@ -42,6 +43,10 @@ class LlmEntry(msgspec.Struct, frozen=True):
     window: Window | None = None  # its rate_limit
     budget: Budget | None = None  # its monthly_budget_usd
     hold_ms: int = 660_000  # how long a budget reservation outlives an unsettled call
+    # What it was compiled from (the LLM, its filters in order, its opened key) and the warnings that
+    # gave: the next build reuses the entry when they are equal.
+    source: tuple[Any, ...] = ()
+    notes: tuple[str, ...] = ()
 
 
 class AppEntry(msgspec.Struct, frozen=True):
@@ -92,11 +97,16 @@ def build(
 
 
 async def build_async(
-    state: ConfigState, box: SecretBox, notes: Sequence[str] = (), services: Services | None = None
+    state: ConfigState,
+    box: SecretBox,
+    notes: Sequence[str] = (),
+    services: Services | None = None,
+    previous: Snapshot | None = None,
 ) -> Snapshot:
     """`build`, giving the event loop back every `SLICE_S`, so requests keep flowing while a large
-    configuration compiles (the snapshot is swapped in only when it is whole)."""
-    steps = _build(state, box, notes, services or default_services())
+    configuration compiles (the snapshot is swapped in only when it is whole). The LLMs of `previous`
+    (built with the same `services`) that have not changed are reused, not compiled again."""
+    steps = _build(state, box, notes, services or default_services(), previous)
     started = time.perf_counter()
     while True:
         try:
@@ -109,9 +119,14 @@ async def build_async(
 
 
 def _build(
-    state: ConfigState, box: SecretBox, notes: Sequence[str], services: Services
+    state: ConfigState,
+    box: SecretBox,
+    notes: Sequence[str],
+    services: Services,
+    previous: Snapshot | None = None,
 ) -> Generator[None, None, Snapshot]:
     """The compilation, as steps: it yields after each LLM and each slice of apps."""
+    reusable = previous.llms if previous is not None else {}
     warnings = list(notes)
     filters: dict[str, Filter] = {s.name: s.entity for s in state.of("filters")}
     secrets = state.secret_values()
@@ -122,34 +137,15 @@ def _build(
         if not llm.active:
             unserved[llm.slug] = f"LLM '{llm.slug}' is disabled"
             continue
-        missing = [n for n in llm.filters if n not in filters]
-        warnings += [
-            f"LLM '{llm.slug}': filter '{n}' is not in this gateway's configuration" for n in missing
-        ]
-        chosen = [f for f in filters.values() if f.global_] + [
-            filters[n] for n in llm.filters if n in filters
-        ]
-        chain, broken = compose(_unique(chosen), services)
-        warnings += [f"filter '{f.name}' ({f.kind}) is not enforced: {why}" for f, why in broken]
-        if chain.responds and llm.vendor == "bedrock":
-            warnings.append(
-                f"LLM '{llm.slug}': response filters apply on /openai/; Bedrock's native event streams "
-                "on /proxy/ pass through them unfiltered"
-            )
-        provider = bind(llm, resolve_api_key(llm, secrets, box))
-        allowed = compile_models(llm.allowed_models)
-        llms[llm.slug] = LlmEntry(
-            stored.id,
-            llm.slug,
-            llm.vendor,
-            llm.default_model,
-            allowed,
-            provider,
-            chain,
-            window=window_for(f"llm:{stored.id}", llm.rate_limit),
-            budget=budget_for(f"llm:{stored.id}", llm.monthly_budget_usd),
-            hold_ms=int(llm.timeout_s * 1000) + 60_000,
+        chosen = _unique(
+            [f for f in filters.values() if f.global_] + [filters[n] for n in llm.filters if n in filters]
         )
+        source = (stored.id, llm, tuple(chosen), resolve_api_key(llm, secrets, box))
+        entry = reusable.get(llm.slug)
+        if entry is None or entry.source != source:
+            entry = _compile_llm(llm, source, [n for n in llm.filters if n not in filters], services)
+        llms[llm.slug] = entry
+        warnings += entry.notes
         yield
     for stored in state.of("routes"):
         route: Route = stored.entity
@@ -172,6 +168,32 @@ def _build(
         plugin_commands=frozenset(
             f.kind.removeprefix("plugin:") for f in filters.values() if f.kind.startswith("plugin:")
         ),
+    )
+
+
+def _compile_llm(llm: Llm, source: tuple[Any, ...], missing: list[str], services: Services) -> LlmEntry:
+    id, _, chosen, api_key = source
+    notes = [f"LLM '{llm.slug}': filter '{n}' is not in this gateway's configuration" for n in missing]
+    chain, broken = compose(chosen, services)
+    notes += [f"filter '{f.name}' ({f.kind}) is not enforced: {why}" for f, why in broken]
+    if chain.responds and llm.vendor == "bedrock":
+        notes.append(
+            f"LLM '{llm.slug}': response filters apply on /openai/; Bedrock's native event streams "
+            "on /proxy/ pass through them unfiltered"
+        )
+    return LlmEntry(
+        id,
+        llm.slug,
+        llm.vendor,
+        llm.default_model,
+        compile_models(llm.allowed_models),
+        bind(llm, api_key),
+        chain,
+        window=window_for(f"llm:{id}", llm.rate_limit),
+        budget=budget_for(f"llm:{id}", llm.monthly_budget_usd),
+        hold_ms=int(llm.timeout_s * 1000) + 60_000,
+        source=source,
+        notes=tuple(notes),
     )
 
 

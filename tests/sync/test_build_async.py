@@ -248,3 +248,33 @@ def test_an_inactive_app_is_invalid() -> None:
     with pytest.raises(InvalidApiKey):
         authenticate(snapshot_with_app(active=False), SNAPSHOT_KEY, other)
     assert other.asked == []
+
+
+def test_a_rebuild_reuses_the_llms_that_did_not_change() -> None:
+    """Given the previous snapshot, only changed LLMs are compiled again (a push with one change costs one
+    LLM, not all of them); a changed filter, key or field recompiles, and the warnings stay whole."""
+    state = large_state(40, 10)
+    first = asyncio.run(build_async(state, BOX))
+    llms = list(state.of("llms"))
+    changed = msgspec.structs.replace(llms[4].entity, default_model="gpt-4o")
+    llms[4] = Stored(llms[4].id, llms[4].name, changed)
+    second = asyncio.run(build_async(state.replace("llms", tuple(llms)), BOX, previous=first))
+    assert second.llms["llm-5"] is not first.llms["llm-5"] and second.llms["llm-5"].default_model == "gpt-4o"
+    assert all(second.llms[slug] is entry for slug, entry in first.llms.items() if slug != "llm-5")
+    assert second.warnings == first.warnings
+
+    filters = [
+        Stored(f.id, f.name, msgspec.structs.replace(f.entity, config={"keywords": ["w"]}))
+        if f.name == "rx"
+        else f
+        for f in state.of("filters")
+    ]
+    third = asyncio.run(build_async(state.replace("filters", tuple(filters)), BOX, previous=first))
+    for slug, entry in first.llms.items():
+        uses_rx = "rx" in entry.chain.names()
+        assert (third.llms[slug] is entry) is not uses_rx, slug
+
+    secrets = (Stored(1, "UPSTREAM", Secret(name="UPSTREAM", value=BOX.seal("sk-rotated"))),)
+    fourth = asyncio.run(build_async(state.replace("secrets", secrets), BOX, previous=first))
+    assert fourth.llms["llm-1"] is not first.llms["llm-1"]  # its key is the rotated secret
+    assert fourth.llms["llm-2"] is first.llms["llm-2"]  # a sealed literal of its own
