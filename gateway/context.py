@@ -14,13 +14,14 @@ from providers.base import Call, Operation, Usage
 if TYPE_CHECKING:
     from gateway.errors import TollgateError
     from pipeline.limits import Hold
-    from sync.snapshot import AppEntry, LlmEntry, Snapshot
+    from sync.snapshot import AppEntry, LlmEntry, RouteEntry, Snapshot
 
 
 class RequestContext:
     __slots__ = (
         "_body",
         "app",
+        "attempt",
         "call",
         "cost",
         "error_code",
@@ -29,11 +30,14 @@ class RequestContext:
         "hold",
         "llm",
         "op",
+        "prior_cost",
+        "prior_tokens",
         "query",
         "request_id",
         "response_headers",
         "response_model",
         "response_started",
+        "route",
         "snapshot",
         "started",
         "status",
@@ -65,6 +69,10 @@ class RequestContext:
         self.hold: Hold | None = None  # what the request holds against limits and budgets until settled
         # added to the answer (x-ratelimit-*); a list is made only when there are some
         self.response_headers: Sequence[tuple[bytes, bytes]] = ()
+        self.route: RouteEntry | None = None  # the route called, when it is one (gateway/routing.py)
+        self.attempt = 1
+        self.prior_cost = 0.0  # a route's earlier attempts: billed, and settled with the last one
+        self.prior_tokens = 0
 
     def fail(self, error: TollgateError) -> None:
         self.status = error.status

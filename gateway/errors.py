@@ -29,6 +29,7 @@ ERRORS: dict[str, tuple[int, str]] = {
     "upstream_error": (502, "upstream_error"),
     "not_ready": (503, "server_error"),
     "filter_unavailable": (503, "server_error"),
+    "no_healthy_targets": (503, "server_error"),
     "upstream_timeout": (504, "upstream_error"),
 }
 
@@ -69,6 +70,12 @@ class InvalidRequest(TollgateError):
 
 class InvalidApiKey(TollgateError):
     code = "invalid_api_key"
+
+
+class NoHealthyTargets(TollgateError):
+    """Every target of a route cools down (with Retry-After: until the first is back)."""
+
+    code = "no_healthy_targets"
 
 
 class ModelNotAllowed(TollgateError):

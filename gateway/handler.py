@@ -14,9 +14,9 @@ import time
 
 import orjson
 
-from gateway import relay
+from gateway import relay, routing
 from gateway.context import RequestContext
-from gateway.errors import InternalError, LlmNotFound, NotImplementedYet, NotReady, TollgateError
+from gateway.errors import InternalError, InvalidRequest, LlmNotFound, NotReady, TollgateError
 from gateway.request import ClientGone, endpoint, parse_call, proxy_call, read_body, reparse
 from gateway.runtime import Runtime
 from gateway.types import ASGIReceive, ASGISend, Scope
@@ -67,10 +67,11 @@ class GatewayHandler:
             raise NotReady("the gateway has not loaded its configuration yet")
         ctx.llm = ctx.snapshot.llms.get(slug)
         if ctx.llm is None:
-            reason = ctx.snapshot.unserved.get(slug)
-            if reason and reason.startswith("route"):
-                raise NotImplementedYet(reason)
-            raise LlmNotFound(reason or f"unknown LLM '{slug}'")
+            ctx.route = ctx.snapshot.routes.get(slug)
+            if ctx.route is not None:
+                await self._route(ctx, op, receive, send)
+                return
+            raise LlmNotFound(ctx.snapshot.unserved.get(slug) or f"unknown LLM '{slug}'")
         body = await read_body(ctx.headers, receive, rt.max_body_bytes)
         if op is Operation.PROXY:
             ctx.call = proxy_call(scope, ctx.headers, path, body)
@@ -83,6 +84,24 @@ class GatewayHandler:
             await self._models(ctx, send)
         else:
             await relay.forward(rt.http, ctx, receive, send)
+
+    async def _route(self, ctx: RequestContext, op: Operation, receive: ASGIReceive, send: ASGISend) -> None:
+        """A call to a route: its chain once, then attempts on its targets (gateway/routing.py)."""
+        route = ctx.route
+        assert route is not None
+        if op is Operation.PROXY:
+            raise InvalidRequest(f"'{route.slug}' is a route: call it on /openai/, /proxy/ needs an LLM")
+        ctx.call = parse_call(op, await read_body(ctx.headers, receive, self.runtime.max_body_bytes))
+        if await route.chain.run_request(ctx):
+            ctx.call = reparse(ctx.call)
+        if op is Operation.MODELS:
+            body = orjson.dumps(
+                {"object": "list", "data": [{"id": route.slug, "object": "model", "owned_by": "tollgate"}]}
+            )
+            await _send_json(send, 200, body, ctx)
+            ctx.status = 200
+            return
+        await routing.forward(self.runtime, ctx, receive, send, self._record)
 
     async def _models(self, ctx: RequestContext, send: ASGISend) -> None:
         """The models this app may use on the LLM: the upstream's list, filtered by `allowed_models`."""
@@ -130,6 +149,8 @@ class GatewayHandler:
                 upstream_latency_ms=round(ctx.upstream_s * 1000, 3),
                 stream=ctx.stream,
                 edge_id=self.runtime.edge_id,
+                route=ctx.route.slug if ctx.route is not None else "",
+                attempt=ctx.attempt,
                 blocked_by=ctx.filter,
             )
         )

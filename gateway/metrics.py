@@ -96,6 +96,28 @@ class Metrics:
             "1 while Redis is configured but unreachable: limits and budgets use this host's counters",
             registry=r, multiprocess_mode="max",
         )  # fmt: skip
+        self.route_attempts = Counter(
+            "tollgate_route_attempts",
+            "Upstream attempts of calls to routes, by target and outcome",
+            ("route", "target", "outcome"),
+            registry=r,
+        )
+        self.route_failovers = Counter(
+            "tollgate_route_failovers", "Route calls that moved to another attempt", ("route",), registry=r
+        )
+        self.route_cooldowns = Counter(
+            "tollgate_route_cooldowns",
+            "Times a route's target started to cool down",
+            ("route", "target"),
+            registry=r,
+        )
+        self.route_target_healthy = Gauge(
+            "tollgate_route_target_healthy",
+            "1 when a route's target is not cooling down (as this process sees it)",
+            ("route", "target"),
+            registry=r,
+            multiprocess_mode="min",
+        )
         self.counters_failovers = Counter(
             "tollgate_counters_failovers",
             "Times the counters fell back from Redis to this host's",

@@ -136,8 +136,14 @@ async def _relay_stream(
     phase = respond.stream(ctx, _framing(ctx, response)) if ctx.llm.chain.responds else None
     headers = _headers(ctx, response, b"text/event-stream; charset=utf-8")
     headers += [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
-    await send({"type": "http.response.start", "status": response.status, "headers": headers})
-    ctx.response_started = True
+
+    async def start() -> None:
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        ctx.response_started = True
+
+    # Through a route the answer starts with its first chunk: until then a failure can still fail over.
+    if ctx.route is None:
+        await start()
     watcher = _DisconnectWatcher(receive, response)
     settled = False
     try:
@@ -146,12 +152,16 @@ async def _relay_stream(
             if phase is not None and out:
                 out = await phase.feed(out)
             if out:
+                if not ctx.response_started:
+                    await start()
                 await send({"type": "http.response.body", "body": out, "more_body": True})
         tail = relay.finish()
         if phase is not None:
             tail = await phase.feed(tail) + await phase.finish()
         if watcher.gone:
             raise aiohttp.ClientConnectionError("client gone")
+        if not ctx.response_started:
+            await start()
         await send({"type": "http.response.body", "body": tail, "more_body": False})
         ctx.status = response.status
         if relay.error is not None:  # the upstream failed mid-stream; the client got an SSE error event
@@ -164,6 +174,8 @@ async def _relay_stream(
     except ContentBlocked as blocked:  # a response filter: end the client's stream with an error event
         ctx.fail(blocked)
         response.close()
+        if not ctx.response_started:
+            raise
         await send(
             {"type": "http.response.body", "body": sse.event(blocked.body(), "error"), "more_body": False}
         )
@@ -173,6 +185,8 @@ async def _relay_stream(
         else:
             error = _broken_stream(ctx.llm.slug, exc)
             ctx.fail(error)
+            if not ctx.response_started:  # nothing reached the client: a route may still fail over
+                raise error from None
             await send(
                 {"type": "http.response.body", "body": sse.event(error.body(), "error"), "more_body": False}
             )

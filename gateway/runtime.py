@@ -180,6 +180,12 @@ class Runtime:
             for plugin in self.plugins:
                 self.metrics.plugin_restarts.labels(plugin.name).set(plugin.restarts)
                 self.metrics.plugin_failures.labels(plugin.name).set(plugin.failures)
+            now = time.monotonic()
+            for route in self.snapshot.routes.values():
+                state = self.services.routing.state(route.slug)
+                for target in route.targets:
+                    healthy = 1 if state.of(target).cooled_until <= now else 0
+                    self.metrics.route_target_healthy.labels(route.slug, target.llm).set(healthy)
             try:
                 if await self.source.version() != self.snapshot.version:
                     await self.reload()

@@ -124,7 +124,10 @@ class MockApp:
         watcher = asyncio.create_task(watch_disconnect(receive, gone))
         try:
             await send({"type": "http.response.start", "status": reply.status, "headers": reply.headers})
+            break_after = getattr(self, "break_after_events", None)
             for index, event in enumerate(reply.events or ()):
+                if index == break_after:  # an injected failure: the connection drops mid-stream
+                    raise ConnectionAbortedError(f"mock: stream broken after {index} events")
                 if index and self.chunk_delay_s > 0:
                     await asyncio.sleep(self.chunk_delay_s)
                 if gone.is_set():

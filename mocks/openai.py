@@ -75,8 +75,10 @@ class MockOpenAI(MockApp):
     """OpenAI's /v1 chat completions, embeddings and models, as an ASGI app.
 
     Knobs (plain attributes; tests may set them from another thread between requests):
-    cached_tokens, chunk_delay_s, first_byte_delay_s, omit_usage, fail_status, fail_message,
-    fail_retry_after. Observations: `requests` (every RecordedRequest) and `disconnects`
+    cached_tokens, chunk_delay_s, first_byte_delay_s, omit_usage, fail_status, fail_message, fail_code,
+    fail_retry_after, fail_times (fail only the next N requests; None: all), break_after_events (a
+    stream's connection drops after that many events).
+    Observations: `requests` (every RecordedRequest) and `disconnects`
     (streams the client abandoned). `reset()` clears both and restores the knobs' defaults.
     `record_requests=False` keeps `requests` empty, for long benchmark runs.
     """
@@ -90,6 +92,9 @@ class MockOpenAI(MockApp):
     fail_status: int | None
     fail_message: str
     fail_retry_after: str | None
+    fail_code: str | None
+    fail_times: int | None
+    break_after_events: int | None
 
     def __init__(self, api_key: str | None = None, *, record_requests: bool = True) -> None:
         self.api_key = api_key
@@ -113,6 +118,9 @@ class MockOpenAI(MockApp):
         self.fail_status = None
         self.fail_message = "mock failure"
         self.fail_retry_after = None
+        self.fail_code = None
+        self.fail_times = None
+        self.break_after_events = None
 
     # --- routing, auth, injected failures -------------------------------------------------------------
 
@@ -126,9 +134,11 @@ class MockOpenAI(MockApp):
 
     def _check_failure(self) -> None:
         status = self.fail_status
-        if status is None:
+        if status is None or self.fail_times == 0:
             return
-        kind, code = "invalid_request_error", None
+        if self.fail_times is not None:
+            self.fail_times -= 1
+        kind, code = "invalid_request_error", self.fail_code
         if status == 429:
             kind, code = "requests", "rate_limit_exceeded"
         elif status >= 500:

@@ -48,14 +48,16 @@ class Chain(msgspec.Struct, frozen=True):
         return [name for _, name in self.order]
 
 
-def compose(configured: Iterable[Filter], services: Services) -> tuple[Chain, list[tuple[Filter, str]]]:
+def compose(
+    configured: Iterable[Filter], services: Services, access: RequestFilter | None = None
+) -> tuple[Chain, list[tuple[Filter, str]]]:
     """The chain for an LLM whose filters (global ones first, then its own in order) are `configured`.
 
     Returns the chain and the filters that could not be built, with why, which the caller reports.
     """
     steps: dict[str, list[Any]] = {
         "pre_auth": [],
-        "auth": [AppKeyAuth(services.credentials), LlmAccess()],
+        "auth": [AppKeyAuth(services.credentials), access or LlmAccess()],
         "post_auth": [],
     }
     rules: list[TextRule] = []

@@ -57,20 +57,24 @@ class Limits:
 
     async def __call__(self, ctx: RequestContext) -> None:
         app, llm = ctx.app, ctx.llm
-        assert app is not None and llm is not None
-        if app.window is None and llm.window is None and app.budget is None and llm.budget is None:
+        assert app is not None
+        # Through a route (no LLM yet) the app's limits apply, once, whichever targets serve it.
+        llm_window = llm.window if llm is not None else None
+        llm_budget = llm.budget if llm is not None else None
+        if app.window is None and llm_window is None and app.budget is None and llm_budget is None:
             return
         if ctx.op is Operation.MODELS:  # listing the models is not a call: it costs no quota
             return
-        windows = tuple(w for w in (app.window, llm.window) if w is not None)
-        budgets = tuple(b for b in (app.budget, llm.budget) if b is not None)
+        windows = tuple(w for w in (app.window, llm_window) if w is not None)
+        budgets = tuple(b for b in (app.budget, llm_budget) if b is not None)
+        hold_ms = llm.hold_ms if llm is not None else ctx.route.hold_ms if ctx.route else 660_000
         ask = Ask(
             windows=windows,
             budgets=budgets,
             month=_month(ctx.timestamp),
             reserve=reservation(ctx) if budgets else 0,
             reservation=ctx.request_id,
-            hold_ms=llm.hold_ms,
+            hold_ms=hold_ms,
         )
         answer = await self.counters.admit(ask)
         if app.window is not None:
@@ -91,11 +95,11 @@ def settle(counters: Counters, ctx: RequestContext) -> None:
     counters.defer_settle(
         Settle(
             windows=hold.tpm_keys,
-            tokens=usage.total_tokens if usage else 0,
+            tokens=(usage.total_tokens if usage else 0) + ctx.prior_tokens,
             budgets=tuple(b.key for b in hold.ask.budgets),
             month=hold.ask.month,
             reservation=hold.ask.reservation,
-            cost=round(ctx.cost * NANO_USD),
+            cost=round((ctx.cost + ctx.prior_cost) * NANO_USD),
             reserved=hold.ask.reserve,
         )
     )
@@ -104,8 +108,14 @@ def settle(counters: Counters, ctx: RequestContext) -> None:
 def reservation(ctx: RequestContext) -> int:
     """An upper bound of the call's cost, in nano-USD (0 when the model has no price)."""
     llm, call = ctx.llm, ctx.call
-    assert llm is not None and call is not None
-    rate = ctx.snapshot.prices.rate(llm.vendor, call.model) if call.model else None
+    assert call is not None
+    if llm is not None:
+        vendor = llm.vendor
+    elif ctx.route is not None and ctx.route.price is not None:
+        vendor = ctx.route.price[0]  # the dearest of its targets
+    else:
+        return 0
+    rate = ctx.snapshot.prices.rate(vendor, call.model) if call.model else None
     if rate is None:
         return 0
     output = 0 if call.op is Operation.EMBEDDINGS else _output_cap(ctx.body.doc)

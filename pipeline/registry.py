@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from pipeline.content import MaxPromptTokens, RequireFields, StripFields, TextFilter
+from pipeline.routing import Routing
 from pipeline.text import BlockList, PatternRule, PiiRule
 from sync.model import Filter
 
@@ -28,6 +29,7 @@ class Services(msgspec.Struct, frozen=True):
     counters: Counters  # where rate limits and budgets are counted
     plugins: PluginHosts
     credentials: Credentials | None = None  # apps not in the snapshot (an edge's, looked up at its hub)
+    routing: Routing = msgspec.field(default_factory=Routing)  # routes' balancing and cool-downs
 
 
 def _text(rule: Callable[[str, dict[str, Any]], Any]) -> Callable[[Filter, Services], Any]:

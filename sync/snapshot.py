@@ -14,15 +14,17 @@ from typing import Any
 
 import msgspec
 
+from pipeline.access import RouteAccess
 from pipeline.chain import Chain, compose
 from pipeline.counters.base import Budget, Window
 from pipeline.limits import budget_for, window_for
 from pipeline.registry import Services
+from pipeline.routing import Target
 from pipeline.services import default_services
 from providers.base import Provider
 from providers.registry import bind, has_adapter
 from sync.entities import resolve_api_key
-from sync.model import App, Filter, Group, Llm, Route, User
+from sync.model import App, Cooldown, Fallback, Filter, Group, Llm, Retry, Route, User
 from sync.prices import PriceBook
 from sync.secrets import SecretBox
 from sync.state import ConfigState
@@ -47,6 +49,22 @@ class LlmEntry(msgspec.Struct, frozen=True):
     # gave: the next build reuses the entry when they are equal.
     source: tuple[Any, ...] = ()
     notes: tuple[str, ...] = ()
+
+
+class RouteEntry(msgspec.Struct, frozen=True):
+    """A route: a virtual LLM whose attempts go to its targets (gateway/routing.py)."""
+
+    id: int
+    slug: str
+    strategy: str
+    targets: tuple[Target, ...]
+    chain: Chain  # global filters, the app key, the route's grant, limits
+    retry: Retry
+    fallback: Fallback | None
+    cooldown: Cooldown
+    price: tuple[str, str] | None  # (vendor, model) of its dearest target: what a reservation costs
+    hold_ms: int  # how long a reservation outlives an unsettled call
+    deadline_s: float  # every attempt of a call, backoffs included, ends within this
 
 
 class AppEntry(msgspec.Struct, frozen=True):
@@ -74,9 +92,10 @@ class Snapshot(msgspec.Struct, frozen=True):
     apps: dict[str, AppEntry]  # by the hex SHA-256 of the key
     users: dict[str, UserEntry]  # by the hex SHA-256 of their admin API key
     prices: PriceBook
-    unserved: dict[str, str]  # slug → why it is configured but not served (disabled LLM, route)
+    unserved: dict[str, str]  # slug → why it is configured but not served (a disabled LLM)
     warnings: tuple[str, ...]
     plugin_commands: frozenset[str] = frozenset()  # the plugin: executables its filters call
+    routes: dict[str, RouteEntry] = {}
 
     @classmethod
     def empty(cls) -> Snapshot:
@@ -147,9 +166,16 @@ def _build(
         llms[llm.slug] = entry
         warnings += entry.notes
         yield
+    globals_ = _unique([f for f in filters.values() if f.global_])
+    routes: dict[str, RouteEntry] = {}
     for stored in state.of("routes"):
-        route: Route = stored.entity
-        unserved[route.slug] = f"route '{route.slug}' is configured, but routes are not served yet"
+        compiled, notes = _compile_route(stored.id, stored.entity, llms, state, globals_, services)
+        warnings += notes
+        if compiled is not None:
+            routes[compiled.slug] = compiled
+        else:
+            unserved[stored.entity.slug] = f"route '{stored.entity.slug}' has no target this gateway serves"
+        yield
     warnings += _unbuilt(state)
     apps = yield from _resolve_apps(state)
     return Snapshot(
@@ -168,6 +194,7 @@ def _build(
         plugin_commands=frozenset(
             f.kind.removeprefix("plugin:") for f in filters.values() if f.kind.startswith("plugin:")
         ),
+        routes=routes,
     )
 
 
@@ -194,6 +221,65 @@ def _compile_llm(llm: Llm, source: tuple[Any, ...], missing: list[str], services
         hold_ms=int(llm.timeout_s * 1000) + 60_000,
         source=source,
         notes=tuple(notes),
+    )
+
+
+def _compile_route(
+    id: int,
+    route: Route,
+    llms: dict[str, LlmEntry],
+    state: ConfigState,
+    globals_: list[Filter],
+    services: Services,
+) -> tuple[RouteEntry | None, list[str]]:
+    """The route's entry (None when none of its targets is served here) and the warnings it gives."""
+    notes: list[str] = []
+    targets: list[Target] = []
+    for index, spec in enumerate(route.targets):
+        llm = llms.get(spec.llm)
+        if llm is None:
+            notes.append(f"route '{route.slug}': target '{spec.llm}' is not an LLM this gateway serves")
+            continue
+        model = spec.model or llm.default_model or ""
+        if not model:
+            notes.append(f"route '{route.slug}': target '{spec.llm}' names no model and has no default_model")
+            continue
+        if llm.allowed_models is not None and not llm.allowed_models.fullmatch(model):
+            notes.append(f"route '{route.slug}': model '{model}' is not allowed on LLM '{spec.llm}'")
+            continue
+        if llm.window is not None or llm.budget is not None:
+            notes.append(
+                f"route '{route.slug}': the rate_limit and monthly_budget_usd of LLM '{spec.llm}' apply to "
+                "calls made to it directly, not through the route (the app's apply)"
+            )
+        targets.append(Target(index, spec.llm, model, spec.weight, spec.priority))
+    if route.fallback is not None and route.fallback.to == route.slug:
+        notes.append(f"route '{route.slug}': falls back to itself; the fallback is ignored")
+    if not targets:
+        return None, notes
+    chain, broken = compose(globals_, services, RouteAccess())
+    notes += [f"filter '{f.name}' ({f.kind}) is not enforced: {why}" for f, why in broken]
+    prices = PriceBook(s.entity for s in state.of("prices"))
+    served = [(llms[t.llm], t.model) for t in targets]
+    priced = [(llm.vendor, model, prices.rate(llm.vendor, model)) for llm, model in served]
+    dearest = max(priced, key=lambda p: (p[2].input + p[2].output) if p[2] else -1.0)
+    longest = max(llm.hold_ms for llm, _ in served)
+    fallback = route.fallback if route.fallback is not None and route.fallback.to != route.slug else None
+    return (
+        RouteEntry(
+            id,
+            route.slug,
+            route.strategy,
+            tuple(targets),
+            chain,
+            route.retry or Retry(),
+            fallback,
+            route.cooldown or Cooldown(),
+            (dearest[0], dearest[1]),
+            longest,
+            deadline_s=(longest - 60_000) / 1000,
+        ),
+        notes,
     )
 
 
@@ -252,8 +338,6 @@ def _unbuilt(state: ConfigState) -> Iterator[str]:
         llm: Llm = stored.entity
         if not has_adapter(llm.vendor):
             yield f"LLM '{llm.slug}': vendor {llm.vendor} has no adapter yet; its calls answer 501"
-    for stored in state.of("routes"):
-        yield f"route '{stored.entity.slug}': routes are not served yet; its calls answer 501"
     caching = [s.name for kind in ("llms", "apps", "routes") for s in state.of(kind) if _caches(s.entity)]
     if caching:
         yield f"response cache is configured ({', '.join(caching)}) but not built yet"

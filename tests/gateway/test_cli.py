@@ -396,7 +396,6 @@ def test_unbuilt_settings_are_named_at_startup_and_in_readyz(
     warnings = httpx.get(gateway.url + "/readyz").json()["warnings"]
     log = gateway.output()
     named = {
-        "route": "route 'smart'",
         "cache section": "cache: the response cache",
         "cache mode": "response cache is configured (app-one)",
         "edge flag": "--namespace is used in edge mode only",

@@ -170,14 +170,20 @@ def test_a_deleted_owner_or_group_takes_the_grants_away(tmp_path: Path) -> None:
 # --- LLMs, routes, keys, credentials -----------------------------------------------------------------------
 
 
-def test_inactive_llms_and_routes_are_unserved(tmp_path: Path) -> None:
+def test_inactive_llms_and_routes_without_targets_are_unserved(tmp_path: Path) -> None:
     raw = plain()
     raw["llms"].append({"slug": "off", "vendor": "openai", "active": False})
-    raw["routes"] = [{"slug": "smart", "targets": [{"llm": "gpt"}]}]
+    raw["routes"] = [
+        {"slug": "smart", "targets": [{"llm": "gpt"}]},
+        {"slug": "dark", "targets": [{"llm": "off"}]},
+    ]
     snapshot = bootstrapped(tmp_path / "t.db", raw)
     assert set(snapshot.llms) == {"gpt", "lit"}
-    assert set(snapshot.unserved) == {"off", "smart"}
-    assert "disabled" in snapshot.unserved["off"] and "route" in snapshot.unserved["smart"]
+    assert set(snapshot.routes) == {"smart"}
+    assert snapshot.routes["smart"].targets[0].model == "gpt-4o-mini"  # the LLM's default_model
+    assert set(snapshot.unserved) == {"off", "dark"}
+    assert "disabled" in snapshot.unserved["off"] and "no target" in snapshot.unserved["dark"]
+    assert any("route 'dark': target 'off'" in w for w in snapshot.warnings)
 
 
 def test_llm_entries_carry_what_the_hot_path_reads(tmp_path: Path) -> None:
@@ -330,12 +336,11 @@ def _change(path: str, value: Any) -> Any:
 
 # (id, changes to the plain config, one fragment per expected warning: each names one warning, no other)
 WARNINGS = [
-    ("route", [_change("routes", [{"slug": "smart", "targets": [{"llm": "gpt"}]}])], ["route 'smart'"]),
     ("llm cache", [_change("llms.0.cache", {"mode": "exact"})], ["response cache is configured (gpt)"]),
     ("app cache", [_change("apps.0.cache", {"mode": "semantic"})], ["response cache is configured (bot)"]),
     ("route cache", [_change("routes", [{"slug": "smart", "targets": [{"llm": "gpt"}],
                                           "cache": {"mode": "exact"}}])],
-     ["route 'smart'", "response cache is configured (smart)"]),
+     ["response cache is configured (smart)"]),
     ("external filter", [_change("filters", [{"name": "ext", "phase": "pre_auth", "kind": "python:p.m:f"}]),
                          _change("llms.1.filters", ["ext"])], ["filter 'ext'"]),
 ]  # fmt: skip

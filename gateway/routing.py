@@ -1,0 +1,201 @@
+"""A call to a route: attempts on its targets until one answers (INTERFACE.md, "Routes and response cache").
+
+The route's chain has run once (the app key, the grant, global filters, limits: the request counts
+once). Each attempt sends the call to a target chosen by `pipeline/routing.py`, translated by that
+target's own adapter, through the ordinary relay. A failure listed in `retry.on` moves to an untried
+healthy target (the same one when it is the only one) after a backoff with jitter; 400, 401, 403, 404 and
+422 are never retried; a failure listed in `fallback.on` goes straight to `fallback.to`. A stream
+fails over only before its first chunk reached the client. Each failed attempt is recorded (and billed
+what it reported) on its own; the last one is the request's own record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable
+
+import msgspec
+
+from gateway import relay
+from gateway.context import RequestContext
+from gateway.errors import (
+    LlmNotFound,
+    NoHealthyTargets,
+    TollgateError,
+    UpstreamStatus,
+    UpstreamTimeout,
+    retry_after,
+)
+from gateway.runtime import Runtime
+from gateway.types import ASGIReceive, ASGISend
+from pipeline.routing import NEVER_RETRIED, failure
+from providers.base import Call
+from sync.snapshot import RouteEntry
+
+MAX_FALLBACKS = 3  # fallback.to may be a route with a fallback of its own: a chain this long at most
+
+
+async def forward(
+    rt: Runtime,
+    ctx: RequestContext,
+    receive: ASGIReceive,
+    send: ASGISend,
+    record: Callable[[RequestContext], None],
+) -> None:
+    """Serve `ctx` (a call to `ctx.route`, past its chain) from the route's targets."""
+    route = ctx.route
+    assert route is not None and ctx.call is not None
+    original = ctx.call
+    headers = list(ctx.response_headers)
+    try:
+        async with asyncio.timeout(route.deadline_s):
+            await _attempts(rt, ctx, route, original, headers, receive, send, record, MAX_FALLBACKS)
+    except TimeoutError:
+        if ctx.response_started:
+            raise
+        raise UpstreamTimeout(f"route '{route.slug}': no answer within {route.deadline_s:g} s") from None
+
+
+async def _attempts(
+    rt: Runtime,
+    ctx: RequestContext,
+    route: RouteEntry,
+    original: Call,
+    headers: list[tuple[bytes, bytes]],
+    receive: ASGIReceive,
+    send: ASGISend,
+    record: Callable[[RequestContext], None],
+    fallbacks: int,
+) -> None:
+    state = rt.services.routing.state(route.slug)
+    tried: set[int] = set()
+    last: TollgateError | None = None
+    retries = route.retry.attempts
+    while True:
+        now = time.monotonic()
+        target = state.pick(route.strategy, route.targets, tried, now, rt.services.routing.rng)
+        if target is None and len(route.targets) == 1 and tried and last is not None:
+            target = route.targets[0] if state.of(route.targets[0]).cooled_until <= now else None
+        if target is None:
+            if last is not None:
+                raise last
+            wait = max(1, math.ceil(state.next_ready(route.targets, now)))
+            raise NoHealthyTargets(
+                f"route '{route.slug}': every target cools down after failures; retry after {wait} s",
+                headers={"Retry-After": str(wait)},
+            )
+        if last is not None:  # this is a retry: the last attempt is recorded on its own
+            _next_attempt(ctx, record)
+        tried.add(target.index)
+        llm = ctx.snapshot.llms.get(target.llm)
+        if llm is None:  # the snapshot was built with it; only a race with a reload gets here
+            raise LlmNotFound(f"route '{route.slug}': target '{target.llm}' is gone")
+        ctx.llm = llm
+        ctx.call = msgspec.structs.replace(original, model=target.model, model_in_body=False)
+        ctx.response_headers = [
+            *headers,
+            (b"x-tollgate-target", target.llm.encode()),
+            (b"x-tollgate-attempts", str(ctx.attempt).encode()),
+        ]
+        health = state.of(target)
+        health.inflight += 1
+        try:
+            await relay.forward(rt.http, ctx, receive, send)
+        except TollgateError as error:
+            if ctx.response_started:  # the client has part of an answer: no failing over now
+                raise
+            kind = failure(error)
+            cooldown = route.cooldown
+            counts = kind in route.retry.on or kind in ("timeout", "connect") or _is_server_error(kind)
+            now = time.monotonic()
+            if counts and state.failed(target, now, cooldown.fails, cooldown.window_s, cooldown.duration_s):
+                rt.metrics.route_cooldowns.labels(route.slug, target.llm).inc()
+            rt.metrics.route_attempts.labels(route.slug, target.llm, "failed").inc()
+            fallback = route.fallback
+            if fallback is not None and kind in fallback.on and fallbacks > 0:
+                ctx.fail(error)
+                _next_attempt(ctx, record)
+                rt.metrics.route_failovers.labels(route.slug).inc()
+                await _fall_back(rt, ctx, fallback.to, original, headers, receive, send, record, fallbacks)
+                return
+            if kind in NEVER_RETRIED or kind not in route.retry.on or retries <= 0:
+                raise
+            delay = _backoff(route, ctx.attempt, error, rt, same_target=len(route.targets) == 1)
+            if delay is None:
+                raise
+            ctx.fail(error)
+            last = error
+            retries -= 1
+            rt.metrics.route_failovers.labels(route.slug).inc()
+            await asyncio.sleep(delay)
+            continue
+        finally:
+            health.inflight -= 1
+        state.succeeded(target, ctx.upstream_s)
+        rt.metrics.route_attempts.labels(route.slug, target.llm, "answered").inc()
+        return
+
+
+async def _fall_back(
+    rt: Runtime,
+    ctx: RequestContext,
+    slug: str,
+    original: Call,
+    headers: list[tuple[bytes, bytes]],
+    receive: ASGIReceive,
+    send: ASGISend,
+    record: Callable[[RequestContext], None],
+    fallbacks: int,
+) -> None:
+    """`fallback.to`: another route (its own attempts) or an LLM (one attempt, its default model)."""
+    route = ctx.snapshot.routes.get(slug)
+    if route is not None:
+        await _attempts(rt, ctx, route, original, headers, receive, send, record, fallbacks - 1)
+        return
+    llm = ctx.snapshot.llms.get(slug)
+    if llm is None:
+        raise LlmNotFound(f"fallback '{slug}' is not an LLM or route this gateway serves")
+    ctx.llm = llm
+    ctx.call = msgspec.structs.replace(original, model=llm.default_model or "", model_in_body=False)
+    ctx.response_headers = [
+        *headers,
+        (b"x-tollgate-target", llm.slug.encode()),
+        (b"x-tollgate-attempts", str(ctx.attempt).encode()),
+    ]
+    await relay.forward(rt.http, ctx, receive, send)
+
+
+def _next_attempt(ctx: RequestContext, record: Callable[[RequestContext], None]) -> None:
+    """Record the attempt that just failed, carry what it cost, and start the next one afresh."""
+    record(ctx)
+    ctx.prior_cost += ctx.cost
+    ctx.prior_tokens += ctx.usage.total_tokens if ctx.usage else 0
+    ctx.cost = 0.0
+    ctx.usage = None
+    ctx.status, ctx.error_code = 0, ""
+    ctx.upstream_s = 0.0
+    ctx.attempt += 1
+
+
+def _backoff(
+    route: RouteEntry, attempt: int, error: TollgateError, rt: Runtime, *, same_target: bool
+) -> float | None:
+    """Seconds before the next attempt: exponential with jitter; when the same target is asked again and
+    the route respects it, the upstream's Retry-After, or None when that is longer than
+    `max_retry_after_s` (then the error is the answer)."""
+    retry = route.retry
+    delay: float = retry.backoff_ms / 1000 * 2 ** (attempt - 1) * rt.services.routing.rng.uniform(0.5, 1.0)
+    if same_target and retry.respect_retry_after and isinstance(error, UpstreamStatus):
+        asked = next((v for k, v in error.headers.items() if k.lower() == "retry-after"), None)
+        seconds = retry_after(asked) if asked is not None else None
+        if seconds is not None:
+            if float(seconds) > retry.max_retry_after_s:
+                return None
+            delay = max(delay, float(seconds))
+    return delay
+
+
+def _is_server_error(kind: int | str) -> bool:
+    return isinstance(kind, int) and (kind >= 500 or kind == 429)

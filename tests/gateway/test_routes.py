@@ -1,0 +1,256 @@
+"""Routes (issue 7): a virtual LLM balanced over targets, with retries, failover, tiers, fallbacks and
+cool-downs, against three real mock upstreams, through the OpenAI SDK and raw HTTP where the wire matters."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from mocks.openai import MockOpenAI
+from mocks.server import ThreadedServer
+from tests.conftest import StartGateway
+from tests.support import UPSTREAM_KEY, Gateway, base_config
+
+ROUTE_KEY = "tg-route-app-key-0001"
+HELLO = [{"role": "user", "content": "hello"}]
+
+
+@pytest.fixture(scope="module")
+def mocks() -> Iterator[dict[str, tuple[ThreadedServer, MockOpenAI]]]:
+    servers: dict[str, tuple[ThreadedServer, MockOpenAI]] = {}
+    for name in ("a", "b", "c"):
+        app = MockOpenAI(api_key=UPSTREAM_KEY)
+        server = ThreadedServer(app)
+        server.start()
+        servers[name] = (server, app)
+    yield servers
+    for server, _ in servers.values():
+        server.stop()
+
+
+@pytest.fixture
+def upstreams(mocks: dict[str, tuple[ThreadedServer, MockOpenAI]]) -> Iterator[dict[str, MockOpenAI]]:
+    apps = {name: app for name, (_, app) in mocks.items()}
+    for app in apps.values():
+        app.reset()
+    yield apps
+    for app in apps.values():
+        app.reset()
+
+
+def route_config(mocks: dict[str, tuple[ThreadedServer, MockOpenAI]], **route: Any) -> dict[str, Any]:
+    config = base_config(mocks["a"][0].url)
+    config["llms"] += [
+        {"slug": name, "vendor": "openai", "api_base": server.url + "/v1", "api_key": "$SECRET/UPSTREAM",
+         "default_model": "gpt-4o-mini"}
+        for name, (server, _) in mocks.items()
+    ]  # fmt: skip
+    config["routes"] = [{"slug": "smart", **route}]
+    config["users"].append({"email": "root@example.com", "role": "admin"})
+    config["apps"].append(
+        {"name": "router", "owner": "root@example.com", "api_key": ROUTE_KEY, "llms": ["smart"]}
+    )
+    return config
+
+
+def client(gateway: Gateway, slug: str = "smart") -> openai.OpenAI:
+    return gateway.openai(key=ROUTE_KEY, llm=slug)
+
+
+def call(gateway: Gateway, **kwargs: Any) -> tuple[str, str, Any]:
+    """(x-tollgate-target, x-tollgate-attempts, the parsed answer) of one chat call to the route."""
+    raw = client(gateway).chat.completions.with_raw_response.create(model="smart", messages=HELLO, **kwargs)
+    return raw.headers["x-tollgate-target"], raw.headers["x-tollgate-attempts"], raw.parse()
+
+
+@pytest.fixture
+def start_route(
+    start_gateway: StartGateway, mocks: dict[str, tuple[ThreadedServer, MockOpenAI]], upstreams: Any
+) -> Any:
+    def start(**route: Any) -> Gateway:
+        return start_gateway(route_config(mocks, **route))
+
+    return start
+
+
+TARGETS = [{"llm": "a", "weight": 3}, {"llm": "b", "weight": 1}]
+RETRY = {"attempts": 2, "backoff_ms": 10}
+
+
+def test_weighted_is_smooth_and_exact(start_route: Any) -> None:
+    """3:1 is 3:1 over every 4 calls (smooth weighted round robin), and each answer names its target."""
+    gateway = start_route(strategy="weighted", targets=TARGETS)
+    picks = [call(gateway)[0] for _ in range(12)]
+    for start in range(0, 12, 4):
+        assert Counter(picks[start : start + 4]) == {"a": 3, "b": 1}, picks
+    assert picks == ["a", "a", "b", "a"] * 3  # interleaved, the same way every time
+    records = gateway.records(expect=12)
+    assert {(r["route"], r["attempt"], r["status_code"]) for r in records} == {("smart", 1, 200)}
+    assert Counter(r["llm_slug"] for r in records) == {"a": 9, "b": 3}
+
+
+def test_round_robin_and_least_busy_spread_the_calls(
+    start_route: Any, start_gateway: Any, mocks: Any
+) -> None:
+    gateway = start_route(strategy="round_robin", targets=[{"llm": "a"}, {"llm": "b"}, {"llm": "c"}])
+    assert Counter(call(gateway)[0] for _ in range(9)) == {"a": 3, "b": 3, "c": 3}
+    idle = start_gateway(route_config(mocks, strategy="least_busy", targets=[{"llm": "a"}, {"llm": "b"}]))
+    assert set(call(idle)[0] for _ in range(6)) == {"a", "b"}  # one at a time: none is busier
+
+
+def test_a_failing_target_fails_over_and_each_attempt_is_recorded(
+    start_route: Any, upstreams: dict[str, MockOpenAI]
+) -> None:
+    """A 500 from the chosen target moves to the next; the client sees one answer, the analytics two
+    records (the failed attempt and the answer), both with the route and their attempt number."""
+    gateway = start_route(strategy="weighted", targets=TARGETS, retry=RETRY)
+    upstreams["a"].fail_status = 500
+    target, attempts, answer = call(gateway)
+    assert (target, attempts) == ("b", "2")
+    assert answer.choices[0].message.content
+    records = sorted(gateway.records(expect=2), key=lambda r: r["attempt"])
+    assert [(r["llm_slug"], r["attempt"], r["status_code"], r["route"]) for r in records] == [
+        ("a", 1, 500, "smart"),
+        ("b", 2, 200, "smart"),
+    ]
+    assert records[0]["request_id"] == records[1]["request_id"]
+    assert records[1]["cost"] > 0 and records[0]["cost"] == 0
+
+
+def test_client_errors_are_never_retried(start_route: Any, upstreams: dict[str, MockOpenAI]) -> None:
+    gateway = start_route(strategy="weighted", targets=TARGETS, retry={**RETRY, "on": [400, 500]})
+    upstreams["a"].fail_status = 400
+    with pytest.raises(openai.BadRequestError):
+        client(gateway).chat.completions.create(model="smart", messages=HELLO)
+    assert len(upstreams["b"].requests) == 0
+    assert len(upstreams["a"].requests) == 1
+
+
+def test_tiers_are_tried_in_order(start_route: Any, upstreams: dict[str, MockOpenAI]) -> None:
+    """A tier-1 target answers only when every tier-0 target failed."""
+    targets = [{"llm": "a"}, {"llm": "b"}, {"llm": "c", "priority": 1}]
+    gateway = start_route(strategy="priority", targets=targets, retry=RETRY)
+    assert {call(gateway)[0] for _ in range(4)} == {"a", "b"}
+    assert len(upstreams["c"].requests) == 0
+    upstreams["a"].fail_status = upstreams["b"].fail_status = 503
+    assert call(gateway)[:2] == ("c", "3")
+
+
+def test_targets_cool_down_and_come_back(start_route: Any, upstreams: dict[str, MockOpenAI]) -> None:
+    """At its `fails`-th failure a target is skipped for `duration_s`; when every target cools down the
+    answer is 503 no_healthy_targets with Retry-After; after the duration the target is tried again."""
+    cooldown = {"fails": 2, "window_s": 60, "duration_s": 2}
+    gateway = start_route(
+        strategy="round_robin", targets=[{"llm": "a"}, {"llm": "b"}], retry=RETRY, cooldown=cooldown
+    )
+    upstreams["a"].fail_status = 500
+    for _ in range(4):
+        assert call(gateway)[0] == "b"
+    tried_a = len(upstreams["a"].requests)
+    assert tried_a == 2  # twice, then it cooled down
+    for _ in range(3):
+        assert call(gateway)[:2] == ("b", "1")
+    assert len(upstreams["a"].requests) == tried_a
+    upstreams["b"].fail_status = 500
+    failing = [call_status(gateway) for _ in range(3)]
+    assert failing[-1][0] == 503 and failing[-1][1]["error"]["code"] == "no_healthy_targets"
+    assert int(failing[-1][2]["retry-after"]) >= 1
+    upstreams["a"].reset()
+    upstreams["b"].reset()
+    time.sleep(2.2)
+    assert call(gateway)[0] in ("a", "b")
+    metrics = httpx.get(gateway.url + "/metrics").text
+    assert 'tollgate_route_attempts_total{outcome="failed",route="smart",target="a"}' in metrics
+    assert "tollgate_route_failovers_total" in metrics and "tollgate_route_target_healthy" in metrics
+
+
+def call_status(gateway: Gateway) -> tuple[int, Any, httpx.Headers]:
+    response = httpx.post(
+        f"{gateway.url}/openai/smart/v1/chat/completions",
+        json={"model": "smart", "messages": HELLO},
+        headers={"authorization": f"Bearer {ROUTE_KEY}"},
+        timeout=10,
+    )
+    return response.status_code, response.json(), response.headers
+
+
+def stream_text(gateway: Gateway) -> tuple[httpx.Headers, str]:
+    with httpx.stream(
+        "POST",
+        f"{gateway.url}/openai/smart/v1/chat/completions",
+        json={"model": "smart", "messages": HELLO, "stream": True},
+        headers={"authorization": f"Bearer {ROUTE_KEY}"},
+        timeout=10,
+    ) as response:
+        return response.headers, response.read().decode()
+
+
+def test_a_stream_fails_over_only_before_its_first_chunk(
+    start_route: Any, upstreams: dict[str, MockOpenAI]
+) -> None:
+    """Broken before its first event, a stream is retried on the next target and the client sees a whole
+    stream; broken after, the client's stream ends with an SSE error event and no [DONE]."""
+    gateway = start_route(strategy="round_robin", targets=[{"llm": "a"}, {"llm": "b"}], retry=RETRY)
+    upstreams["a"].break_after_events = 0  # the connection drops right after the headers
+    seen = [stream_text(gateway) for _ in range(2)]
+    for headers, text in seen:
+        assert headers["x-tollgate-target"] == "b" and text.rstrip().endswith("data: [DONE]")
+    assert any(h["x-tollgate-attempts"] == "2" for h, _ in seen)
+
+    upstreams["a"].break_after_events = 2
+    upstreams["b"].break_after_events = 2
+    headers, text = stream_text(gateway)
+    assert "event: error" in text and "[DONE]" not in text
+    assert headers["x-tollgate-attempts"] == "1"
+
+
+def test_fallback_on_context_length(start_route: Any, upstreams: dict[str, MockOpenAI]) -> None:
+    """An error listed in fallback.on skips the route's other targets and goes to fallback.to."""
+    fallback = {"on": ["context_length"], "to": "c"}
+    gateway = start_route(strategy="weighted", targets=TARGETS, retry=RETRY, fallback=fallback)
+    upstreams["a"].fail_status = 400
+    upstreams["a"].fail_code = "context_length_exceeded"
+    upstreams["a"].fail_message = "This model's maximum context length is 128000 tokens."
+    target, attempts, _ = call(gateway)
+    assert (target, attempts) == ("c", "2")
+    assert len(upstreams["b"].requests) == 0
+
+
+def test_retry_after_is_honoured_on_a_single_target(
+    start_route: Any, upstreams: dict[str, MockOpenAI]
+) -> None:
+    gateway = start_route(targets=[{"llm": "a"}], retry={**RETRY, "max_retry_after_s": 5})
+    upstreams["a"].fail_status = 429
+    upstreams["a"].fail_retry_after = "1"
+    upstreams["a"].fail_times = 1
+    started = time.monotonic()
+    assert call(gateway)[:2] == ("a", "2")
+    assert time.monotonic() - started >= 1.0
+    upstreams["a"].fail_times = 1
+    upstreams["a"].fail_retry_after = "60"  # longer than max_retry_after_s: the 429 is the answer
+    status, _body, headers = call_status(gateway)
+    assert status == 429 and headers["retry-after"] == "60"
+
+
+def test_a_route_is_granted_and_counted_once(start_gateway: StartGateway, mocks: Any, upstreams: Any) -> None:
+    """An app needs the route's slug in its llms; a call that fails over counts once against its rpm; a
+    request naming another model is refused; the route lists itself as its model."""
+    config = route_config(mocks, strategy="weighted", targets=TARGETS, retry=RETRY)
+    config["apps"][-1]["rate_limit"] = {"rpm": 5}
+    gateway = start_gateway(config)
+    upstreams["a"].fail_status = 500
+    raw = client(gateway).chat.completions.with_raw_response.create(model="smart", messages=HELLO)
+    assert raw.headers["x-tollgate-attempts"] == "2"
+    assert raw.headers["x-ratelimit-remaining-requests"] == "4"
+    with pytest.raises(openai.PermissionDeniedError):
+        gateway.openai(llm="smart").chat.completions.create(model="smart", messages=HELLO)
+    with pytest.raises(openai.BadRequestError):
+        client(gateway).chat.completions.create(model="gpt-4o", messages=HELLO)
+    assert [m.id for m in client(gateway).models.list()] == ["smart"]
+    assert "routes are not served" not in httpx.get(gateway.url + "/readyz").text
