@@ -28,9 +28,10 @@ from gateway.errors import (
     UpstreamTimeout,
     retry_after,
 )
+from gateway.request import ClientGone
 from gateway.runtime import Runtime
 from gateway.types import ASGIReceive, ASGISend
-from pipeline.routing import NEVER_RETRIED, failure
+from pipeline.routing import NEVER_RETRIED, Target, failure
 from providers.base import Call
 from sync.snapshot import RouteEntry
 
@@ -49,6 +50,18 @@ async def forward(
     assert route is not None and ctx.call is not None
     original = ctx.call
     headers = list(ctx.response_headers)
+    task = asyncio.current_task()
+    assert task is not None
+    gone = asyncio.Event()
+
+    async def watch() -> None:  # a client that leaves before its answer starts cancels the attempts
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if not ctx.response_started:
+            gone.set()
+            task.cancel()
+
+    watcher = asyncio.create_task(watch())
     try:
         async with asyncio.timeout(route.deadline_s):
             await _attempts(rt, ctx, route, original, headers, receive, send, record, MAX_FALLBACKS)
@@ -56,6 +69,13 @@ async def forward(
         if ctx.response_started:
             raise
         raise UpstreamTimeout(f"route '{route.slug}': no answer within {route.deadline_s:g} s") from None
+    except asyncio.CancelledError:
+        if not gone.is_set():
+            raise
+        task.uncancel()
+        raise ClientGone() from None
+    finally:
+        watcher.cancel()
 
 
 async def _attempts(
@@ -71,23 +91,15 @@ async def _attempts(
 ) -> None:
     state = rt.services.routing.state(route.slug)
     tried: set[int] = set()
-    last: TollgateError | None = None
     retries = route.retry.attempts
+    target = _next_target(rt, route, tried)
+    if target is None:
+        wait = max(1, math.ceil(state.next_ready(route.targets, time.monotonic())))
+        raise NoHealthyTargets(
+            f"route '{route.slug}': every target cools down after failures; retry after {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
     while True:
-        now = time.monotonic()
-        target = state.pick(route.strategy, route.targets, tried, now, rt.services.routing.rng)
-        if target is None and len(route.targets) == 1 and tried and last is not None:
-            target = route.targets[0] if state.of(route.targets[0]).cooled_until <= now else None
-        if target is None:
-            if last is not None:
-                raise last
-            wait = max(1, math.ceil(state.next_ready(route.targets, now)))
-            raise NoHealthyTargets(
-                f"route '{route.slug}': every target cools down after failures; retry after {wait} s",
-                headers={"Retry-After": str(wait)},
-            )
-        if last is not None:  # this is a retry: the last attempt is recorded on its own
-            _next_attempt(ctx, record)
         tried.add(target.index)
         llm = ctx.snapshot.llms.get(target.llm)
         if llm is None:  # the snapshot was built with it; only a race with a reload gets here
@@ -122,20 +134,32 @@ async def _attempts(
                 return
             if kind in NEVER_RETRIED or kind not in route.retry.on or retries <= 0:
                 raise
-            delay = _backoff(route, ctx.attempt, error, rt, same_target=len(route.targets) == 1)
-            if delay is None:
-                raise
+            following = _next_target(rt, route, tried)
+            delay = _backoff(route, ctx.attempt, error, rt, same_target=following is target)
+            if following is None or delay is None:
+                raise  # every target tried (or cooling down), or a Retry-After too long: this is the answer
             ctx.fail(error)
-            last = error
+            _next_attempt(ctx, record)  # recorded now: a client gone during the backoff ends it all
             retries -= 1
             rt.metrics.route_failovers.labels(route.slug).inc()
             await asyncio.sleep(delay)
+            target = following
             continue
         finally:
             health.inflight -= 1
         state.succeeded(target, ctx.upstream_s)
         rt.metrics.route_attempts.labels(route.slug, target.llm, "answered").inc()
         return
+
+
+def _next_target(rt: Runtime, route: RouteEntry, tried: set[int]) -> Target | None:
+    """An untried healthy target, lowest tier first; the only target again when there is just one."""
+    state = rt.services.routing.state(route.slug)
+    now = time.monotonic()
+    target = state.pick(route.strategy, route.targets, tried, now, rt.services.routing.rng)
+    if target is None and len(route.targets) == 1 and state.of(route.targets[0]).cooled_until <= now:
+        target = route.targets[0]
+    return target
 
 
 async def _fall_back(

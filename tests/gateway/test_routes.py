@@ -254,3 +254,27 @@ def test_a_route_is_granted_and_counted_once(start_gateway: StartGateway, mocks:
         client(gateway).chat.completions.create(model="gpt-4o", messages=HELLO)
     assert [m.id for m in client(gateway).models.list()] == ["smart"]
     assert "routes are not served" not in httpx.get(gateway.url + "/readyz").text
+
+
+def test_a_client_that_leaves_cancels_the_attempts(
+    start_route: Any, upstreams: dict[str, MockOpenAI]
+) -> None:
+    """Gone during the backoff after a failed attempt, the client gets no further attempt made for it:
+    the failed attempt and a 499 are recorded, and the next target never sees the call."""
+    gateway = start_route(
+        strategy="round_robin",
+        targets=[{"llm": "a"}, {"llm": "b"}],
+        retry={"attempts": 2, "backoff_ms": 1500},
+    )
+    upstreams["a"].fail_status = upstreams["b"].fail_status = 500
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            f"{gateway.url}/openai/smart/v1/chat/completions",
+            json={"model": "smart", "messages": HELLO},
+            headers={"authorization": f"Bearer {ROUTE_KEY}"},
+            timeout=0.5,
+        )
+    time.sleep(2.5)
+    assert len(upstreams["a"].requests) + len(upstreams["b"].requests) == 1
+    records = sorted(gateway.records(expect=2), key=lambda r: r["attempt"])
+    assert [(r["attempt"], r["status_code"]) for r in records] == [(1, 500), (2, 499)]
