@@ -22,6 +22,10 @@ class RequestContext:
         "_body",
         "app",
         "attempt",
+        "cache_key",
+        "cache_status",
+        "cache_ttl_s",
+        "cache_value",
         "call",
         "cost",
         "error_code",
@@ -73,6 +77,10 @@ class RequestContext:
         self.attempt = 1
         self.prior_cost = 0.0  # a route's earlier attempts: billed, and settled with the last one
         self.prior_tokens = 0
+        self.cache_key: str | None = None  # set on a cache miss that may be stored (gateway/cache.py)
+        self.cache_ttl_s = 0.0
+        self.cache_value: bytes | None = None  # the complete answer, to store once it went out
+        self.cache_status = ""  # HIT, MISS or BYPASS when the cache applies
 
     def fail(self, error: TollgateError) -> None:
         self.status = error.status

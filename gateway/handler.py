@@ -14,7 +14,7 @@ import time
 
 import orjson
 
-from gateway import relay, routing
+from gateway import cache, relay, routing
 from gateway.context import RequestContext
 from gateway.errors import InternalError, InvalidRequest, LlmNotFound, NotReady, TollgateError
 from gateway.request import ClientGone, endpoint, parse_call, proxy_call, read_body, reparse
@@ -82,8 +82,11 @@ class GatewayHandler:
             ctx.call = reparse(ctx.call)
         if op is Operation.MODELS:
             await self._models(ctx, send)
-        else:
-            await relay.forward(rt.http, ctx, receive, send)
+            return
+        if op is Operation.CHAT and await self._from_cache(ctx, slug, send):
+            return
+        await relay.forward(rt.http, ctx, receive, send)
+        self._to_cache(ctx)
 
     async def _route(self, ctx: RequestContext, op: Operation, receive: ASGIReceive, send: ASGISend) -> None:
         """A call to a route: its chain once, then attempts on its targets (gateway/routing.py)."""
@@ -101,7 +104,41 @@ class GatewayHandler:
             await _send_json(send, 200, body, ctx)
             ctx.status = 200
             return
+        if op is Operation.CHAT and await self._from_cache(ctx, route.slug, send):
+            return
         await routing.forward(self.runtime, ctx, receive, send, self._record)
+        self._to_cache(ctx)
+
+    async def _from_cache(self, ctx: RequestContext, slug: str, send: ASGISend) -> bool:
+        """Answer from the response cache when it applies and holds the answer (gateway/cache.py);
+        on a miss, mark the call so that its answer is stored."""
+        settings = cache.policy(ctx)
+        if settings is None:
+            return False
+        key = cache.key_of(ctx, settings, slug)
+        if key is None:
+            return False
+        control = ctx.headers.get(b"cache-control", b"").lower()
+        if b"no-cache" in control:
+            ctx.cache_status = "BYPASS"
+        else:
+            stored = await self.runtime.cache.get(key)
+            self.runtime.metrics.cache_lookups.labels("hit" if stored is not None else "miss").inc()
+            if stored is not None:
+                ctx.cache_status = "HIT"
+                headers = [(b"x-request-id", ctx.request_id.encode()), *ctx.response_headers]
+                await cache.replay(ctx, stored, send, [*headers, (b"x-tollgate-cache", b"HIT")])
+                ctx.status = 200
+                return True
+            ctx.cache_status = "MISS"
+        if b"no-store" not in control:
+            ctx.cache_key, ctx.cache_ttl_s = key, settings.ttl_s
+        ctx.response_headers = [*ctx.response_headers, (b"x-tollgate-cache", ctx.cache_status.encode())]
+        return False
+
+    def _to_cache(self, ctx: RequestContext) -> None:
+        if ctx.cache_key is not None and ctx.cache_value is not None and ctx.status == 200:
+            self.runtime.cache.put(ctx.cache_key, ctx.cache_value, ctx.cache_ttl_s)
 
     async def _models(self, ctx: RequestContext, send: ASGISend) -> None:
         """The models this app may use on the LLM: the upstream's list, filtered by `allowed_models`."""
@@ -151,6 +188,7 @@ class GatewayHandler:
                 edge_id=self.runtime.edge_id,
                 route=ctx.route.slug if ctx.route is not None else "",
                 attempt=ctx.attempt,
+                cache_status=ctx.cache_status,
                 blocked_by=ctx.filter,
             )
         )

@@ -96,6 +96,14 @@ class Metrics:
             "1 while Redis is configured but unreachable: limits and budgets use this host's counters",
             registry=r, multiprocess_mode="max",
         )  # fmt: skip
+        self.cache_lookups = Counter(
+            "tollgate_cache_lookups", "Response cache lookups by outcome", ("outcome",), registry=r
+        )
+        self.cache_errors = Counter(
+            "tollgate_cache_errors",
+            "Response cache lookups and stores that failed (served as misses)",
+            registry=r,
+        )
         self.route_attempts = Counter(
             "tollgate_route_attempts",
             "Upstream attempts of calls to routes, by target and outcome",

@@ -9,7 +9,7 @@ import time
 import aiohttp
 from yarl import URL
 
-from gateway import accounting
+from gateway import accounting, cache
 from gateway.context import RequestContext
 from gateway.errors import ContentBlocked, TollgateError, UpstreamTimeout, UpstreamUnavailable
 from gateway.types import ASGIReceive, ASGISend
@@ -113,6 +113,8 @@ async def _relay_body(
     if usage is not None:
         accounting.settle(ctx, usage, reply.model)
     answer = reply.body
+    if ctx.cache_key is not None and response.status == 200 and cache.cacheable(answer):
+        ctx.cache_value = answer  # stored (before the response phase, which runs again on a hit)
     if ctx.llm.chain.responds:  # the response phase; a block raises before anything was sent
         answer = await respond.answer(ctx, answer)
     headers = _headers(ctx, response, b"application/json")
@@ -145,10 +147,13 @@ async def _relay_stream(
     if ctx.route is None:
         await start()
     watcher = _DisconnectWatcher(receive, response)
+    assembler = cache.Assembler() if ctx.cache_key is not None and ctx.op is Operation.CHAT else None
     settled = False
     try:
         async for chunk in response.content.iter_any():
             out = relay.feed(chunk)
+            if assembler is not None and out:
+                assembler.feed(out)
             if phase is not None and out:
                 out = await phase.feed(out)
             if out:
@@ -156,6 +161,8 @@ async def _relay_stream(
                     await start()
                 await send({"type": "http.response.body", "body": out, "more_body": True})
         tail = relay.finish()
+        if assembler is not None:
+            assembler.feed(tail)
         if phase is not None:
             tail = await phase.feed(tail) + await phase.finish()
         if watcher.gone:
@@ -171,6 +178,8 @@ async def _relay_stream(
             usage = await asyncio.to_thread(accounting.estimate, ctx, relay)
         accounting.settle(ctx, usage, relay.model)
         settled = True
+        if assembler is not None and relay.error is None and response.status == 200:
+            ctx.cache_value = assembler.result()
     except ContentBlocked as blocked:  # a response filter: end the client's stream with an error event
         ctx.fail(blocked)
         response.close()

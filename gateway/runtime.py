@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 
 from gateway.analytics import AnalyticsWriter
+from gateway.cache import MemoryBackend, ResponseCache
 from gateway.metrics import Metrics
 from pipeline.auth import Credentials
 from pipeline.counters.base import NANO_USD, Counters, CountersUnavailable
@@ -50,6 +51,7 @@ class Runtime:
         counters: Counters | None = None,
         source: ConfigSource | None = None,
         credentials: Credentials | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
         self.store = store
         self.box = box
@@ -59,6 +61,8 @@ class Runtime:
         self.metrics = Metrics()
         self.analytics = AnalyticsWriter(store, self.metrics)
         self.counters = counters or LocalCounters()
+        self.cache = cache or ResponseCache(MemoryBackend())
+        self.cache.metrics = self.metrics
         self.plugins = PluginHosts()
         self.services = Services(counters=self.counters, plugins=self.plugins, credentials=credentials)
         self.source = source or StoreSource(store)
@@ -113,6 +117,7 @@ class Runtime:
             await asyncio.sleep(0.05)
         await self.analytics.close()
         await self.counters.close()
+        await self.cache.close()
         await self.plugins.close()
         self.metrics.flush()
         if self._http is not None:

@@ -23,6 +23,7 @@ import uvicorn
 from gateway.admin.app import build_admin_app
 from gateway.admin.service import ConfigService
 from gateway.app import GatewayApp
+from gateway.cache import MemoryBackend, RedisBackend, ResponseCache
 from gateway.runtime import Runtime
 from gateway.settings import Settings
 from gateway.types import ASGIApp
@@ -35,7 +36,7 @@ from store.base import Store, StoreError
 from store.sqlite import SqliteStore
 from sync.bootstrap import BootstrapError, apply_bootstrap
 from sync.loader import ConfigError, load_config
-from sync.model import ConfigFile
+from sync.model import CacheStore, ConfigFile
 from sync.secrets import SecretBox, SecretError
 
 if TYPE_CHECKING:
@@ -131,8 +132,10 @@ def check(settings: Settings) -> ConfigFile | None:
 def notes(settings: Settings, cfg: ConfigFile | None) -> list[str]:
     """Process-level warnings: flags and config sections whose feature is not built yet."""
     out = settings.unbuilt()
-    if cfg is not None and cfg.cache is not None:
-        out.append("cache: the response cache is not built yet")
+    if cfg is not None and cfg.cache is not None and cfg.cache.embedding is not None:
+        out.append(
+            "cache.embedding is not used yet: semantic mode is not built (entries are looked up exactly)"
+        )
     return out
 
 
@@ -179,6 +182,7 @@ async def serve_single(settings: Settings, cfg: ConfigFile | None) -> None:
             notes=notes(settings, cfg),
             max_body_bytes=settings.max_body_bytes,
             counters=counters(settings, host_socket=None),
+            cache=response_cache(settings, cfg.cache if cfg is not None else None),
             edge_id=agent.edge_id if agent is not None else "",
             source=agent,
             credentials=agent,
@@ -245,6 +249,16 @@ def counters(settings: Settings, host_socket: str | None) -> Counters:
     if settings.redis:
         return FailoverCounters(RedisCounters(settings.redis), local)
     return local
+
+
+def response_cache(settings: Settings, store: CacheStore | None) -> ResponseCache:
+    """The response cache's store: in this process (an LRU of `max_entries`), or Redis (`--redis`)."""
+    store = store or CacheStore()
+    if store.backend == "redis":
+        if not settings.redis:
+            raise StartupError("cache: backend redis needs --redis URL")
+        return ResponseCache(RedisBackend(settings.redis))
+    return ResponseCache(MemoryBackend(store.max_entries))
 
 
 async def drain(runtime: Runtime, settings: Settings) -> None:

@@ -30,6 +30,7 @@ from gateway.server import (
     notes,
     open_hub,
     open_store,
+    response_cache,
     run_loop,
     run_servers,
     secret_box,
@@ -39,7 +40,7 @@ from gateway.server import (
 from gateway.settings import Settings
 from pipeline.counters.host import CounterServer
 from store.sqlite import SqliteStore
-from sync.model import ConfigFile
+from sync.model import CacheStore, ConfigFile
 from sync.secrets import SecretBox
 
 log = logging.getLogger("tollgate")
@@ -73,7 +74,7 @@ async def _parent(settings: Settings, cfg: ConfigFile | None, sock: socket.socke
     counter_dir = tempfile.mkdtemp(prefix="tollgate-counters-")
     counter_server = CounterServer(os.path.join(counter_dir, "counters.sock"))
     await counter_server.start()
-    pool = WorkerPool(settings, notes(settings, cfg), sock, counter_server.path)
+    pool = WorkerPool(settings, notes(settings, cfg), sock, counter_server.path, cfg.cache if cfg else None)
     pool.start()
     host, port = sock.getsockname()[:2]
     log.info("gateway listening on http://%s:%d (%d workers)", host, port, settings.workers)
@@ -93,8 +94,16 @@ async def _parent(settings: Settings, cfg: ConfigFile | None, sock: socket.socke
 
 
 class WorkerPool:
-    def __init__(self, settings: Settings, notes: list[str], sock: socket.socket, counters: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        notes: list[str],
+        sock: socket.socket,
+        counters: str,
+        cache: CacheStore | None = None,
+    ) -> None:
         self.settings = settings
+        self.cache = cache
         self.notes = notes
         self.sock = sock
         self.counters = counters
@@ -108,7 +117,9 @@ class WorkerPool:
 
     def _spawn(self) -> SpawnProcess:
         process = _spawn.Process(
-            target=worker_main, args=(self.settings, self.notes, self.sock, self.counters), daemon=False
+            target=worker_main,
+            args=(self.settings, self.notes, self.sock, self.counters, self.cache),
+            daemon=False,
         )
         process.start()
         return process
@@ -161,10 +172,12 @@ def _mark_dead(pid: int | None) -> None:
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
-def worker_main(settings: Settings, notes: list[str], sock: socket.socket, counters: str) -> None:
+def worker_main(
+    settings: Settings, notes: list[str], sock: socket.socket, counters: str, cache: CacheStore | None = None
+) -> None:
     """A worker process: its own runtime, serving the parent's socket until SIGTERM."""
     configure_logging(settings.log_level)
-    run_loop(_worker(settings, notes, sock, counters))
+    run_loop(_worker(settings, notes, sock, counters, cache))
 
 
 async def _check_secrets(store: SqliteStore, box: SecretBox) -> None:
@@ -174,7 +187,9 @@ async def _check_secrets(store: SqliteStore, box: SecretBox) -> None:
     await probe.stop()
 
 
-async def _worker(settings: Settings, notes: list[str], sock: socket.socket, host_socket: str) -> None:
+async def _worker(
+    settings: Settings, notes: list[str], sock: socket.socket, host_socket: str, cache: CacheStore | None
+) -> None:
     box = secret_box(settings)
     store = SqliteStore(settings.sqlite_path)
     await store.open()
@@ -184,6 +199,7 @@ async def _worker(settings: Settings, notes: list[str], sock: socket.socket, hos
         notes=notes,
         max_body_bytes=settings.max_body_bytes,
         counters=counters(settings, host_socket),
+        cache=response_cache(settings, cache),
     )
     try:
         await start_runtime(runtime)

@@ -18,12 +18,12 @@ from pipeline.textstream import ResponseTextStream, filter_answer
 
 if TYPE_CHECKING:
     from gateway.context import RequestContext
+    from pipeline.chain import Chain
 
 
 async def answer(ctx: RequestContext, body: bytes) -> bytes:
     """A complete answer through the response phase (unchanged bytes when nothing changed)."""
-    assert ctx.llm is not None
-    chain = ctx.llm.chain
+    chain = chain_of(ctx)
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -38,8 +38,17 @@ def stream(ctx: RequestContext, framing: Framing | None) -> Stream | None:
     """The response phase of one stream, or None when its framing cannot be read (AWS event streams)."""
     if framing is None:
         return None
-    assert ctx.llm is not None
-    return Stream(ctx, ctx.llm.chain.rules, ctx.llm.chain.events, framing)
+    chain = chain_of(ctx)
+    return Stream(ctx, chain.rules, chain.events, framing)
+
+
+def chain_of(ctx: RequestContext) -> Chain:
+    """The chain whose response phase applies: the answering LLM's, or (a cache hit on a route, which
+    no LLM answered) the route's, which holds the global filters."""
+    if ctx.llm is not None:
+        return ctx.llm.chain
+    assert ctx.route is not None
+    return ctx.route.chain
 
 
 class Stream:

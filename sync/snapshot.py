@@ -24,7 +24,7 @@ from pipeline.services import default_services
 from providers.base import Provider
 from providers.registry import bind, has_adapter
 from sync.entities import resolve_api_key
-from sync.model import App, Cooldown, Fallback, Filter, Group, Llm, Retry, Route, User
+from sync.model import App, CacheSettings, Cooldown, Fallback, Filter, Group, Llm, Retry, Route, User
 from sync.prices import PriceBook
 from sync.secrets import SecretBox
 from sync.state import ConfigState
@@ -45,6 +45,7 @@ class LlmEntry(msgspec.Struct, frozen=True):
     window: Window | None = None  # its rate_limit
     budget: Budget | None = None  # its monthly_budget_usd
     hold_ms: int = 660_000  # how long a budget reservation outlives an unsettled call
+    cache: CacheSettings | None = None
     # What it was compiled from (the LLM, its filters in order, its opened key) and the warnings that
     # gave: the next build reuses the entry when they are equal.
     source: tuple[Any, ...] = ()
@@ -65,6 +66,7 @@ class RouteEntry(msgspec.Struct, frozen=True):
     price: tuple[str, str] | None  # (vendor, model) of its dearest target: what a reservation costs
     hold_ms: int  # how long a reservation outlives an unsettled call
     deadline_s: float  # every attempt of a call, backoffs included, ends within this
+    cache: CacheSettings | None = None
 
 
 class AppEntry(msgspec.Struct, frozen=True):
@@ -77,6 +79,7 @@ class AppEntry(msgspec.Struct, frozen=True):
     window: Window | None = None  # its rate_limit
     budget: Budget | None = None  # its monthly_budget_usd
     namespace: str = ""  # edges of other namespaces never get it
+    cache: CacheSettings | None = None
 
 
 class UserEntry(msgspec.Struct, frozen=True):
@@ -219,6 +222,7 @@ def _compile_llm(llm: Llm, source: tuple[Any, ...], missing: list[str], services
         window=window_for(f"llm:{id}", llm.rate_limit),
         budget=budget_for(f"llm:{id}", llm.monthly_budget_usd),
         hold_ms=int(llm.timeout_s * 1000) + 60_000,
+        cache=llm.cache,
         source=source,
         notes=tuple(notes),
     )
@@ -278,6 +282,7 @@ def _compile_route(
             (dearest[0], dearest[1]),
             longest,
             deadline_s=(longest - 60_000) / 1000,
+            cache=route.cache,
         ),
         notes,
     )
@@ -318,6 +323,7 @@ def _resolve_apps(state: ConfigState) -> Generator[None, None, dict[str, AppEntr
             window=window_for(f"app:{stored.id}", app.rate_limit),
             budget=budget_for(f"app:{stored.id}", app.monthly_budget_usd),
             namespace=app.namespace,
+            cache=app.cache,
         )
         apps[stored.key_hash] = entry
         if len(apps) % 512 == 0:
@@ -338,14 +344,14 @@ def _unbuilt(state: ConfigState) -> Iterator[str]:
         llm: Llm = stored.entity
         if not has_adapter(llm.vendor):
             yield f"LLM '{llm.slug}': vendor {llm.vendor} has no adapter yet; its calls answer 501"
-    caching = [s.name for kind in ("llms", "apps", "routes") for s in state.of(kind) if _caches(s.entity)]
-    if caching:
-        yield f"response cache is configured ({', '.join(caching)}) but not built yet"
+    semantic = [s.name for kind in ("llms", "apps", "routes") for s in state.of(kind) if _semantic(s.entity)]
+    if semantic:
+        yield f"cache mode semantic ({', '.join(semantic)}) is not built yet: entries are looked up exactly"
 
 
-def _caches(entity: Llm | App | Route | Group) -> bool:
+def _semantic(entity: Llm | App | Route | Group) -> bool:
     cache = getattr(entity, "cache", None)
-    return cache is not None and cache.mode != "off"
+    return cache is not None and cache.mode == "semantic"
 
 
 def _unique(filters: list[Filter]) -> list[Filter]:
