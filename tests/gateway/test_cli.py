@@ -389,15 +389,14 @@ def test_unbuilt_settings_are_named_at_startup_and_in_readyz(
     start_gateway: StartGateway, upstream: MockOpenAI, upstream_url: str
 ) -> None:
     config = base_config(upstream_url)
-    config["apps"][0]["cache"] = {"mode": "exact"}
-    config["routes"] = [{"slug": "smart", "targets": [{"llm": "gpt"}]}]
-    config["cache"] = {"backend": "memory"}
+    config["apps"][0]["cache"] = {"mode": "semantic"}
+    config["cache"] = {"backend": "memory", "embedding": {"llm": "gpt", "model": "text-embedding-3-small"}}
     gateway = start_gateway(config, "--namespace", "eu")
     warnings = httpx.get(gateway.url + "/readyz").json()["warnings"]
     log = gateway.output()
     named = {
-        "cache section": "cache: the response cache",
-        "cache mode": "response cache is configured (app-one)",
+        "cache embedding": "cache.embedding is not used yet",
+        "cache mode": "cache mode semantic (app-one)",
         "edge flag": "--namespace is used in edge mode only",
     }
     for what, fragment in named.items():

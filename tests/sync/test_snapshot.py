@@ -336,11 +336,11 @@ def _change(path: str, value: Any) -> Any:
 
 # (id, changes to the plain config, one fragment per expected warning: each names one warning, no other)
 WARNINGS = [
-    ("llm cache", [_change("llms.0.cache", {"mode": "exact"})], ["response cache is configured (gpt)"]),
-    ("app cache", [_change("apps.0.cache", {"mode": "semantic"})], ["response cache is configured (bot)"]),
-    ("route cache", [_change("routes", [{"slug": "smart", "targets": [{"llm": "gpt"}],
-                                          "cache": {"mode": "exact"}}])],
-     ["response cache is configured (smart)"]),
+    ("llm semantic cache", [_change("llms.0.cache", {"mode": "semantic"})], ["cache mode semantic (gpt)"]),
+    ("app semantic cache", [_change("apps.0.cache", {"mode": "semantic"})], ["cache mode semantic (bot)"]),
+    ("route semantic cache", [_change("routes", [{"slug": "smart", "targets": [{"llm": "gpt"}],
+                                                   "cache": {"mode": "semantic"}}])],
+     ["cache mode semantic (smart)"]),
     ("external filter", [_change("filters", [{"name": "ext", "phase": "pre_auth", "kind": "python:p.m:f"}]),
                          _change("llms.1.filters", ["ext"])], ["filter 'ext'"]),
 ]  # fmt: skip
@@ -363,9 +363,9 @@ def test_a_plain_config_has_no_warning(tmp_path: Path) -> None:
     assert bootstrapped(tmp_path / "t.db", plain()).warnings == ()
 
 
-def test_cache_off_is_no_warning(tmp_path: Path) -> None:
+def test_cache_off_and_exact_are_no_warning(tmp_path: Path) -> None:
     raw = plain()
-    raw["llms"][0]["cache"] = {"mode": "off"}
+    raw["llms"][0]["cache"] = {"mode": "exact"}
     raw["apps"][0]["cache"] = {"mode": "off"}
     assert bootstrapped(tmp_path / "t.db", raw).warnings == ()
 
