@@ -163,10 +163,10 @@ def test_rpm_window_slides(home: str, tmp_path: Path) -> None:
         await asyncio.sleep(0.8)
         second = await counters.admit(ask(window))
         assert second.allowed and second.windows[0].requests_remaining == 0
-        assert 900 < second.windows[0].requests_reset_ms <= 1200  # the first one leaves then
+        assert 900 < second.windows[0].requests_reset_ms <= 1205  # the first one leaves then (ms rounded up)
         third = await counters.admit(ask(window))
         assert not third.allowed and third.refused == "rpm:app:1"
-        assert 900 < third.retry_after_ms <= 1200
+        assert 900 < third.retry_after_ms <= 1205
         await asyncio.sleep(third.retry_after_ms / 1000 + 0.05)
         fourth = await counters.admit(ask(window))  # the first has left; the second still counts
         assert fourth.allowed and fourth.windows[0].requests_remaining == 0
