@@ -48,6 +48,8 @@ class GatewayApp:
                 "Redis is unreachable: limits and budgets are counted on this host until it is back"
             )
         warnings += [f"plugin '{p.name}' is not answering" for p in rt.plugins if not p.ready]
+        if rt.semantic_problem:
+            warnings.append(rt.semantic_problem)
         sync = rt.sync_status() if rt.sync_status is not None else None
         if sync is not None and not sync["hub_connected"]:
             state = "the cached snapshot" if snapshot.version >= 0 else "nothing until it answers"

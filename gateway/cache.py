@@ -109,7 +109,7 @@ class ResponseCache:
         try:
             return await asyncio.wait_for(self.backend.get(key), 1.0)
         except Exception as exc:  # a failing store is a miss
-            self._failed("lookup", exc)
+            self.failed("lookup", exc)
             return None
 
     def put(self, key: str, value: bytes, ttl_s: float) -> None:
@@ -122,9 +122,9 @@ class ResponseCache:
         try:
             await asyncio.wait_for(self.backend.set(key, value, ttl_s), 1.0)
         except Exception as exc:
-            self._failed("store", exc)
+            self.failed("store", exc)
 
-    def _failed(self, what: str, exc: BaseException) -> None:
+    def failed(self, what: str, exc: BaseException) -> None:
         log.warning("response cache %s failed (%s: %s): treated as a miss", what, type(exc).__name__, exc)
         if self.metrics is not None:
             self.metrics.cache_errors.inc()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from random import getrandbits
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gateway.types import Scope
 from pipeline.body import RequestBody
@@ -26,6 +26,7 @@ class RequestContext:
         "cache_status",
         "cache_ttl_s",
         "cache_value",
+        "cache_vector",
         "call",
         "cost",
         "error_code",
@@ -80,7 +81,8 @@ class RequestContext:
         self.cache_key: str | None = None  # set on a cache miss that may be stored (gateway/cache.py)
         self.cache_ttl_s = 0.0
         self.cache_value: bytes | None = None  # the complete answer, to store once it went out
-        self.cache_status = ""  # HIT, MISS or BYPASS when the cache applies
+        self.cache_status = ""  # HIT, SEMANTIC_HIT, MISS or BYPASS when the cache applies
+        self.cache_vector: tuple[str, Any] | None = None  # semantic: (bucket, vector) of this call
 
     def fail(self, error: TollgateError) -> None:
         self.status = error.status

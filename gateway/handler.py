@@ -23,6 +23,7 @@ from gateway.types import ASGIReceive, ASGISend, Scope
 from pipeline.limits import settle
 from providers.base import Operation
 from store.records import AnalyticsRecord
+from sync.model import CacheSettings
 
 log = logging.getLogger("tollgate.gateway")
 
@@ -130,15 +131,52 @@ class GatewayHandler:
                 await cache.replay(ctx, stored, send, [*headers, (b"x-tollgate-cache", b"HIT")])
                 ctx.status = 200
                 return True
+            if settings.mode == "semantic" and await self._semantic_hit(ctx, settings, slug, send):
+                return True
             ctx.cache_status = "MISS"
         if b"no-store" not in control:
             ctx.cache_key, ctx.cache_ttl_s = key, settings.ttl_s
         ctx.response_headers = [*ctx.response_headers, (b"x-tollgate-cache", ctx.cache_status.encode())]
         return False
 
+    async def _semantic_hit(
+        self, ctx: RequestContext, settings: CacheSettings, slug: str, send: ASGISend
+    ) -> bool:
+        """After an exact miss: a stored answer to a conversation worded nearly the same
+        (gateway/semantic.py); remembers this call's vector so that its own answer is indexed."""
+        from gateway import semantic
+
+        found = self.runtime.semantic()
+        text = semantic.conversation(ctx, settings) if found is not None else None
+        if found is None or text is None:
+            return False
+        embedder, index = found
+        try:
+            vector = await embedder.embed(text)
+        except Exception as exc:  # no embedding: an exact lookup only
+            self.runtime.cache.failed("embedding", exc)
+            return False
+        bucket = semantic.bucket_of(ctx, settings, slug)
+        ctx.cache_vector = (bucket, vector)
+        near = index.search(bucket, vector, settings.threshold)
+        stored = await self.runtime.cache.get(near) if near is not None else None
+        self.runtime.metrics.cache_lookups.labels("semantic_hit" if stored else "semantic_miss").inc()
+        if stored is None:
+            return False
+        ctx.cache_status = "SEMANTIC_HIT"
+        headers = [(b"x-request-id", ctx.request_id.encode()), *ctx.response_headers]
+        await cache.replay(ctx, stored, send, [*headers, (b"x-tollgate-cache", b"SEMANTIC_HIT")])
+        ctx.status = 200
+        return True
+
     def _to_cache(self, ctx: RequestContext) -> None:
         if ctx.cache_key is not None and ctx.cache_value is not None and ctx.status == 200:
             self.runtime.cache.put(ctx.cache_key, ctx.cache_value, ctx.cache_ttl_s)
+            if ctx.cache_vector is not None:
+                found = self.runtime.semantic()
+                if found is not None:
+                    bucket, vector = ctx.cache_vector
+                    found[1].add(bucket, vector, ctx.cache_key, ctx.cache_ttl_s)
 
     async def _models(self, ctx: RequestContext, send: ASGISend) -> None:
         """The models this app may use on the LLM: the upstream's list, filtered by `allowed_models`."""

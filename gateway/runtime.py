@@ -28,8 +28,9 @@ from pipeline.counters.local import LocalCounters
 from pipeline.plugins.hosts import PluginHosts
 from pipeline.registry import Services
 from store.base import Store
+from sync.model import EmbeddingRef
 from sync.secrets import SecretBox
-from sync.snapshot import Snapshot, build_async
+from sync.snapshot import Snapshot, build_async, uses_semantic
 from sync.state import ConfigSource, ConfigState, StoreSource
 
 log = logging.getLogger("tollgate")
@@ -52,6 +53,7 @@ class Runtime:
         source: ConfigSource | None = None,
         credentials: Credentials | None = None,
         cache: ResponseCache | None = None,
+        embedding: EmbeddingRef | None = None,
     ) -> None:
         self.store = store
         self.box = box
@@ -63,6 +65,9 @@ class Runtime:
         self.counters = counters or LocalCounters()
         self.cache = cache or ResponseCache(MemoryBackend())
         self.cache.metrics = self.metrics
+        self.embedding = embedding  # the semantic cache's model: an LLM here, else the bundled local one
+        self._semantic: tuple[Any, Any] | None = None  # (embedder, index), made on first use
+        self.semantic_problem: str | None = None  # why semantic mode cannot work here (readyz)
         self.plugins = PluginHosts()
         self.services = Services(counters=self.counters, plugins=self.plugins, credentials=credentials)
         self.source = source or StoreSource(store)
@@ -173,9 +178,41 @@ class Runtime:
         self.metrics.snapshot_version.set(snapshot.version)
         for listener in self.on_reload:
             listener(state, snapshot)
+        self._check_semantic(snapshot)
         for warning in snapshot.warnings:
             if warning not in previous:
                 log.warning("%s", warning)
+
+    def semantic(self) -> tuple[Any, Any] | None:
+        """The semantic cache's embedder and vector index (gateway/semantic.py, numpy: imported only
+        when a call first needs them); None when no embedding model is available."""
+        if self._semantic is None and self.semantic_problem is None:
+            from gateway import semantic
+
+            embedder: Any
+            if self.embedding is not None:
+                embedder = semantic.LlmEmbedder(self.embedding, self.http, lambda: self.snapshot)
+            elif semantic.LocalEmbedder.available():
+                embedder = semantic.LocalEmbedder()
+            else:
+                return None
+            self._semantic = (embedder, semantic.VectorIndex())
+        return self._semantic
+
+    def _check_semantic(self, snapshot: Snapshot) -> None:
+        import importlib.util
+
+        users = uses_semantic(snapshot)
+        if not users or self.embedding is not None or importlib.util.find_spec("wordllama") is not None:
+            self.semantic_problem = None
+            return
+        problem = (
+            f"cache mode semantic ({', '.join(users[:5])}): no embedding model; set cache.embedding or pip "
+            "install 'tollgate[semantic]' (a bundled local model); until then entries are looked up exactly"
+        )
+        if problem != self.semantic_problem:
+            log.warning("%s", problem)
+        self.semantic_problem = problem
 
     async def _housekeeping(self) -> None:
         """Twice a second: move request metrics into prometheus-client, and reload a changed config."""

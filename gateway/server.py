@@ -183,6 +183,7 @@ async def serve_single(settings: Settings, cfg: ConfigFile | None) -> None:
             max_body_bytes=settings.max_body_bytes,
             counters=counters(settings, host_socket=None),
             cache=response_cache(settings, cfg.cache if cfg is not None else None),
+            embedding=cfg.cache.embedding if cfg is not None and cfg.cache is not None else None,
             edge_id=agent.edge_id if agent is not None else "",
             source=agent,
             credentials=agent,

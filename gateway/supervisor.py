@@ -200,6 +200,7 @@ async def _worker(
         max_body_bytes=settings.max_body_bytes,
         counters=counters(settings, host_socket),
         cache=response_cache(settings, cache),
+        embedding=cache.embedding if cache is not None else None,
     )
     try:
         await start_runtime(runtime)

@@ -52,6 +52,7 @@ class CacheSettings(Entity, frozen=True):
     ttl_s: Seconds = 3600.0
     threshold: Annotated[float, Meta(gt=0, le=1)] = 0.95
     scope: Literal["app", "global"] = "app"
+    max_messages: Positive = 10  # semantic: longer conversations are looked up exactly only
 
 
 class Llm(Entity, frozen=True):

@@ -24,7 +24,7 @@ from pipeline.services import default_services
 from providers.base import Provider
 from providers.registry import bind, has_adapter
 from sync.entities import resolve_api_key
-from sync.model import App, CacheSettings, Cooldown, Fallback, Filter, Group, Llm, Retry, Route, User
+from sync.model import App, CacheSettings, Cooldown, Fallback, Filter, Llm, Retry, Route, User
 from sync.prices import PriceBook
 from sync.secrets import SecretBox
 from sync.state import ConfigState
@@ -344,14 +344,16 @@ def _unbuilt(state: ConfigState) -> Iterator[str]:
         llm: Llm = stored.entity
         if not has_adapter(llm.vendor):
             yield f"LLM '{llm.slug}': vendor {llm.vendor} has no adapter yet; its calls answer 501"
-    semantic = [s.name for kind in ("llms", "apps", "routes") for s in state.of(kind) if _semantic(s.entity)]
-    if semantic:
-        yield f"cache mode semantic ({', '.join(semantic)}) is not built yet: entries are looked up exactly"
 
 
-def _semantic(entity: Llm | App | Route | Group) -> bool:
-    cache = getattr(entity, "cache", None)
-    return cache is not None and cache.mode == "semantic"
+def uses_semantic(snapshot: Snapshot) -> list[str]:
+    """The LLMs, routes and apps whose cache mode is semantic."""
+    entries: list[Any] = [*snapshot.llms.values(), *snapshot.routes.values(), *snapshot.apps.values()]
+    return [
+        str(getattr(e, "slug", None) or getattr(e, "name", ""))
+        for e in entries
+        if e.cache is not None and e.cache.mode == "semantic"
+    ]
 
 
 def _unique(filters: list[Filter]) -> list[Filter]:
