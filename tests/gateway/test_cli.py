@@ -389,14 +389,13 @@ def test_unbuilt_settings_are_named_at_startup_and_in_readyz(
     start_gateway: StartGateway, upstream: MockOpenAI, upstream_url: str
 ) -> None:
     config = base_config(upstream_url)
-    config["apps"][0]["cache"] = {"mode": "semantic"}
-    config["cache"] = {"backend": "memory", "embedding": {"llm": "gpt", "model": "text-embedding-3-small"}}
+    config["llms"][0]["rate_limit"] = {"rpm": 100}
+    config["routes"] = [{"slug": "smart", "targets": [{"llm": "gpt"}]}]
     gateway = start_gateway(config, "--namespace", "eu")
     warnings = httpx.get(gateway.url + "/readyz").json()["warnings"]
     log = gateway.output()
     named = {
-        "cache embedding": "cache.embedding is not used yet",
-        "cache mode": "cache mode semantic (app-one)",
+        "limits through a route": "the rate_limit and monthly_budget_usd of LLM 'gpt' apply to calls made",
         "edge flag": "--namespace is used in edge mode only",
     }
     for what, fragment in named.items():

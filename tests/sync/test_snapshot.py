@@ -336,11 +336,9 @@ def _change(path: str, value: Any) -> Any:
 
 # (id, changes to the plain config, one fragment per expected warning: each names one warning, no other)
 WARNINGS = [
-    ("llm semantic cache", [_change("llms.0.cache", {"mode": "semantic"})], ["cache mode semantic (gpt)"]),
-    ("app semantic cache", [_change("apps.0.cache", {"mode": "semantic"})], ["cache mode semantic (bot)"]),
-    ("route semantic cache", [_change("routes", [{"slug": "smart", "targets": [{"llm": "gpt"}],
-                                                   "cache": {"mode": "semantic"}}])],
-     ["cache mode semantic (smart)"]),
+    ("route target with limits", [_change("llms.0.rate_limit", {"rpm": 5}),
+                                  _change("routes", [{"slug": "smart", "targets": [{"llm": "gpt"}]}])],
+     ["route 'smart': the rate_limit"]),
     ("external filter", [_change("filters", [{"name": "ext", "phase": "pre_auth", "kind": "python:p.m:f"}]),
                          _change("llms.1.filters", ["ext"])], ["filter 'ext'"]),
 ]  # fmt: skip
