@@ -84,7 +84,11 @@ class GatewayHandler:
         if op is Operation.MODELS:
             await self._models(ctx, send)
             return
-        if op is Operation.CHAT and await self._from_cache(ctx, slug, send):
+        if (
+            op is Operation.CHAT
+            and (settings := cache.policy(ctx))
+            and await self._from_cache(ctx, settings, slug, send)
+        ):
             return
         await relay.forward(rt.http, ctx, receive, send)
         self._to_cache(ctx)
@@ -105,17 +109,20 @@ class GatewayHandler:
             await _send_json(send, 200, body, ctx)
             ctx.status = 200
             return
-        if op is Operation.CHAT and await self._from_cache(ctx, route.slug, send):
+        if (
+            op is Operation.CHAT
+            and (settings := cache.policy(ctx))
+            and await self._from_cache(ctx, settings, route.slug, send)
+        ):
             return
         await routing.forward(self.runtime, ctx, receive, send, self._record)
         self._to_cache(ctx)
 
-    async def _from_cache(self, ctx: RequestContext, slug: str, send: ASGISend) -> bool:
-        """Answer from the response cache when it applies and holds the answer (gateway/cache.py);
-        on a miss, mark the call so that its answer is stored."""
-        settings = cache.policy(ctx)
-        if settings is None:
-            return False
+    async def _from_cache(
+        self, ctx: RequestContext, settings: CacheSettings, slug: str, send: ASGISend
+    ) -> bool:
+        """Answer from the response cache when it holds the answer (gateway/cache.py); on a miss,
+        mark the call so that its answer is stored."""
         key = cache.key_of(ctx, settings, slug)
         if key is None:
             return False
