@@ -82,7 +82,7 @@ class RequestContext:
         self.cache_ttl_s = 0.0
         self.cache_value: bytes | None = None  # the complete answer, to store once it went out
         self.cache_status = ""  # HIT, SEMANTIC_HIT, MISS or BYPASS when the cache applies
-        self.cache_vector: tuple[str, Any] | None = None  # semantic: (bucket, vector) of this call
+        self.cache_vector: tuple[str, Any, Any] | None = None  # semantic: (bucket, vector, negations)
 
     def fail(self, error: TollgateError) -> None:
         self.status = error.status

@@ -164,8 +164,9 @@ class GatewayHandler:
             self.runtime.cache.failed("embedding", exc)
             return False
         bucket = semantic.bucket_of(ctx, settings, slug)
-        ctx.cache_vector = (bucket, vector)
-        near = index.search(bucket, vector, settings.threshold)
+        negations = semantic.polarity(text)
+        ctx.cache_vector = (bucket, vector, negations)
+        near = index.search(bucket, vector, settings.threshold, negations)
         stored = await self.runtime.cache.get(near) if near is not None else None
         self.runtime.metrics.cache_lookups.labels("semantic_hit" if stored else "semantic_miss").inc()
         if stored is None:
@@ -182,8 +183,8 @@ class GatewayHandler:
             if ctx.cache_vector is not None:
                 found = self.runtime.semantic()
                 if found is not None:
-                    bucket, vector = ctx.cache_vector
-                    found[1].add(bucket, vector, ctx.cache_key, ctx.cache_ttl_s)
+                    bucket, vector, negations = ctx.cache_vector
+                    found[1].add(bucket, vector, ctx.cache_key, ctx.cache_ttl_s, negations)
 
     async def _models(self, ctx: RequestContext, send: ASGISend) -> None:
         """The models this app may use on the LLM: the upstream's list, filtered by `allowed_models`."""

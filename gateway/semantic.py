@@ -3,14 +3,14 @@
 The whole conversation (system prompt included) is embedded, as `role: text` lines, and compared by
 cosine with the conversations already answered in the same bucket: the same scope, slug, model and
 every other body field (sampling parameters, tools), so only the wording of the messages may differ. A
-hit needs cosine ≥ `threshold`. Conversations with tool turns, or longer than `max_messages`, are not
-embedded (their answers depend on more than their wording).
+hit needs cosine ≥ `threshold` and the same negations (`polarity`). Conversations with tool turns, or
+longer than `max_messages`, are not embedded (their answers depend on more than their wording).
 
 Embeddings come from `cache.embedding` (an LLM of this gateway, through its own adapter), else from the
 local model of the `semantic` extra: WordLlama, whose wheel ships its weights (16 MB), loaded from the
 installed package, never downloaded. The index is in this process, in numpy: one matrix per bucket,
 bounded, entries expiring with their answers. With the Redis backend the answers are shared and each
-gateway indexes the ones it stored or hit.
+gateway indexes the ones it stored.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -113,13 +114,28 @@ class LlmEmbedder:
         return vector / norm if norm else vector
 
 
+NEGATIONS = frozenset(
+    {"not", "no", "never", "none", "nobody", "nothing", "neither", "nor", "cannot", "without", "nowhere"}
+)
+_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
+
+
+def polarity(text: str) -> tuple[str, ...]:
+    """The negations of a text, sorted: a hit needs the same ones. Embeddings that average their tokens
+    (the local model) put "What is not the capital of France?" at cosine 0.97 from the question without
+    "not" (bench/semantic.py); no threshold that admits paraphrases keeps such pairs apart, this does."""
+    words = _WORD.findall(text.lower())
+    return tuple(sorted(w for w in words if w in NEGATIONS or w.endswith("n't")))
+
+
 class Bucket:
-    __slots__ = ("expires", "keys", "vectors")
+    __slots__ = ("expires", "keys", "polarities", "vectors")
 
     def __init__(self, dimensions: int) -> None:
         self.vectors = np.empty((0, dimensions), dtype=np.float32)
         self.keys: list[str] = []
         self.expires: list[float] = []
+        self.polarities: list[tuple[str, ...]] = []
 
 
 class VectorIndex:
@@ -130,7 +146,10 @@ class VectorIndex:
         self._buckets: dict[str, Bucket] = {}
         self._order: list[tuple[str, str]] = []  # (bucket, key), oldest first
 
-    def search(self, bucket: str, vector: np.ndarray[Any, Any], threshold: float) -> str | None:
+    def search(
+        self, bucket: str, vector: np.ndarray[Any, Any], threshold: float, negations: tuple[str, ...] = ()
+    ) -> str | None:
+        """The key of the nearest live entry at cosine ≥ `threshold` with the same `negations`."""
         found = self._buckets.get(bucket)
         if found is None or not found.keys or found.vectors.shape[1] != vector.shape[0]:
             return None
@@ -139,11 +158,18 @@ class VectorIndex:
         for index in np.argsort(-scores)[:8]:
             if scores[index] < threshold:
                 return None
-            if found.expires[index] > now:
+            if found.expires[index] > now and found.polarities[index] == negations:
                 return str(found.keys[index])
         return None
 
-    def add(self, bucket: str, vector: np.ndarray[Any, Any], key: str, ttl_s: float) -> None:
+    def add(
+        self,
+        bucket: str,
+        vector: np.ndarray[Any, Any],
+        key: str,
+        ttl_s: float,
+        negations: tuple[str, ...] = (),
+    ) -> None:
         found = self._buckets.get(bucket)
         if found is None or found.vectors.shape[1] != vector.shape[0]:
             found = self._buckets[bucket] = Bucket(vector.shape[0])
@@ -152,6 +178,7 @@ class VectorIndex:
         found.vectors = np.vstack([found.vectors, vector[np.newaxis, :]])
         found.keys.append(key)
         found.expires.append(time.monotonic() + ttl_s)
+        found.polarities.append(negations)
         self._order.append((bucket, key))
         while len(self._order) > self.max_vectors:
             self._drop(*self._order.pop(0))
@@ -164,6 +191,7 @@ class VectorIndex:
         found.vectors = np.delete(found.vectors, index, axis=0)
         del found.keys[index]
         del found.expires[index]
+        del found.polarities[index]
         if not found.keys:
             del self._buckets[bucket]
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gateway.semantic import VectorIndex
+from gateway.semantic import VectorIndex, polarity
 from mocks.openai import MockOpenAI
 from tests.conftest import StartGateway
 from tests.support import APP_KEY, Gateway, base_config
@@ -30,10 +30,23 @@ def ask(gateway: Gateway, content: Any, **kwargs: Any) -> str:
     return raw.headers["x-tollgate-cache"]
 
 
+def test_a_paraphrase_hits_and_a_negation_does_not(
+    start_gateway: StartGateway, upstream: MockOpenAI, upstream_url: str
+) -> None:
+    """At the default threshold (0.95), with the bundled local model (no network: the weights come with
+    the package); bench/semantic.py measured the pairs."""
+    gateway = start_gateway(semantic_config(upstream_url, threshold=0.95))
+    assert ask(gateway, "Explain photosynthesis simply.") == "MISS"
+    assert ask(gateway, "Explain photosynthesis in simple terms.") == "SEMANTIC_HIT"  # cosine 0.956
+    assert ask(gateway, "Is it safe to drink tap water?") == "MISS"
+    assert ask(gateway, "Is it not safe to drink tap water?") == "MISS"  # cosine 0.977, negated
+    assert ask(gateway, "Is it not safe to drink tap water?") == "HIT"  # its own answer, now stored
+
+
 def test_a_question_worded_nearly_the_same_is_a_semantic_hit(
     start_gateway: StartGateway, upstream: MockOpenAI, upstream_url: str
 ) -> None:
-    """With the bundled local model (no network: the weights come with the package)."""
+    """At a lower threshold (0.85) more paraphrases hit; another subject still misses."""
     gateway = start_gateway(semantic_config(upstream_url))
     assert ask(gateway, FRANCE) == "MISS"
     assert ask(gateway, "Tell me the capital of France, please.") == "SEMANTIC_HIT"  # cosine ~0.90
@@ -104,3 +117,14 @@ def test_the_index_keeps_models_of_other_sizes_apart(dimensions: int) -> None:
     index.add("b", np.ones(4, dtype=np.float32) / 2, "four", ttl_s=60)
     query = np.ones(dimensions, dtype=np.float32) / np.sqrt(dimensions)
     assert index.search("b", query, 0.9) == ("four" if dimensions == 4 else None)
+
+
+def test_negations_are_compared_word_for_word() -> None:
+    assert polarity("user: What is not the capital?") == ("not",)
+    assert polarity("Why can't I log in? I never could, no.") == ("can't", "never", "no")
+    assert polarity("Is coffee good for you?") == ()
+    index = VectorIndex()
+    unit = np.eye(3, dtype=np.float32)
+    index.add("b", unit[0], "plain", ttl_s=60)
+    assert index.search("b", unit[0], 0.9, ("not",)) is None
+    assert index.search("b", unit[0], 0.9) == "plain"
