@@ -69,8 +69,9 @@ class RouteState:
         if len(ready) == 1:
             return ready[0]
         if strategy == "round_robin":
+            chosen = ready[self.turn % len(ready)]
             self.turn += 1
-            return ready[self.turn % len(ready)]
+            return chosen
         if strategy == "least_busy":
             fewest = min(self.of(t).inflight for t in ready)
             return self._weighted([t for t in ready if self.of(t).inflight == fewest])

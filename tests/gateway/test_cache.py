@@ -183,3 +183,12 @@ def test_a_route_answers_from_the_cache(
     ]
     assert statuses == ["MISS", "HIT"]
     assert len(upstream.requests) == 1
+
+
+def test_entries_expire_after_their_ttl(
+    start_gateway: StartGateway, upstream: MockOpenAI, upstream_url: str
+) -> None:
+    gateway = start_gateway(cached_config(upstream_url, ttl_s=1))
+    assert (ask(gateway)[0], ask(gateway)[0]) == ("MISS", "HIT")
+    time.sleep(1.2)
+    assert ask(gateway)[0] == "MISS"

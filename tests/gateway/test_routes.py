@@ -15,7 +15,7 @@ import pytest
 from mocks.openai import MockOpenAI
 from mocks.server import ThreadedServer
 from tests.conftest import StartGateway
-from tests.support import UPSTREAM_KEY, Gateway, base_config
+from tests.support import UPSTREAM_KEY, Gateway, base_config, free_port
 
 ROUTE_KEY = "tg-route-app-key-0001"
 HELLO = [{"role": "user", "content": "hello"}]
@@ -44,13 +44,24 @@ def upstreams(mocks: dict[str, tuple[ThreadedServer, MockOpenAI]]) -> Iterator[d
         app.reset()
 
 
-def route_config(mocks: dict[str, tuple[ThreadedServer, MockOpenAI]], **route: Any) -> dict[str, Any]:
+def route_config(
+    mocks: dict[str, tuple[ThreadedServer, MockOpenAI]],
+    timeouts: dict[str, float] | None = None,
+    **route: Any,
+) -> dict[str, Any]:
     config = base_config(mocks["a"][0].url)
     config["llms"] += [
         {"slug": name, "vendor": "openai", "api_base": server.url + "/v1", "api_key": "$SECRET/UPSTREAM",
          "default_model": "gpt-4o-mini"}
         for name, (server, _) in mocks.items()
     ]  # fmt: skip
+    config["llms"].append(
+        {"slug": "dead", "vendor": "openai", "api_base": f"http://127.0.0.1:{free_port()}/v1",
+         "api_key": "$SECRET/UPSTREAM", "default_model": "gpt-4o-mini"}
+    )  # fmt: skip
+    for llm in config["llms"]:
+        if llm["slug"] in (timeouts or {}):
+            llm["timeout_s"] = (timeouts or {})[llm["slug"]]
     config["routes"] = [{"slug": "smart", **route}]
     config["users"].append({"email": "root@example.com", "role": "admin"})
     config["apps"].append(
@@ -73,8 +84,8 @@ def call(gateway: Gateway, **kwargs: Any) -> tuple[str, str, Any]:
 def start_route(
     start_gateway: StartGateway, mocks: dict[str, tuple[ThreadedServer, MockOpenAI]], upstreams: Any
 ) -> Any:
-    def start(**route: Any) -> Gateway:
-        return start_gateway(route_config(mocks, **route))
+    def start(timeouts: dict[str, float] | None = None, **route: Any) -> Gateway:
+        return start_gateway(route_config(mocks, timeouts, **route))
 
     return start
 
@@ -278,3 +289,54 @@ def test_a_client_that_leaves_cancels_the_attempts(
     assert len(upstreams["a"].requests) + len(upstreams["b"].requests) == 1
     records = sorted(gateway.records(expect=2), key=lambda r: r["attempt"])
     assert [(r["attempt"], r["status_code"]) for r in records] == [(1, 500), (2, 499)]
+
+
+def test_weights_hold_over_a_thousand_calls(start_route: Any) -> None:
+    gateway = start_route(strategy="weighted", targets=TARGETS)
+    with httpx.Client(timeout=10) as http:
+        targets = Counter(
+            http.post(
+                f"{gateway.url}/openai/smart/v1/chat/completions",
+                json={"model": "smart", "messages": HELLO},
+                headers={"authorization": f"Bearer {ROUTE_KEY}"},
+            ).headers["x-tollgate-target"]
+            for _ in range(1000)
+        )
+    assert targets == {"a": 750, "b": 250}
+
+
+def test_a_refused_connection_and_a_slow_first_byte_fail_over(
+    start_route: Any, upstreams: dict[str, MockOpenAI]
+) -> None:
+    """`connect`: nothing listens where the first target is; `timeout`: the next one answers too late."""
+    targets = [{"llm": "dead"}, {"llm": "a", "priority": 1}, {"llm": "b", "priority": 2}]
+    gateway = start_route(
+        strategy="priority", targets=targets, retry={"attempts": 2, "backoff_ms": 10}, timeouts={"a": 1}
+    )
+    upstreams["a"].first_byte_delay_s = 2
+    started = time.monotonic()
+    assert call(gateway)[:2] == ("b", "3")
+    assert time.monotonic() - started < 5
+    records = sorted(gateway.records(expect=3), key=lambda r: r["attempt"])
+    assert [(r["llm_slug"], r["status_code"]) for r in records] == [("dead", 502), ("a", 504), ("b", 200)]
+
+
+def test_three_failures_cool_a_target_down(start_route: Any, upstreams: dict[str, MockOpenAI]) -> None:
+    """The default cool-down: three failures within 60 s."""
+    targets = [{"llm": "a"}, {"llm": "b", "priority": 1}]
+    gateway = start_route(strategy="priority", targets=targets, retry=RETRY)
+    upstreams["a"].fail_status = 502
+    assert [call(gateway)[:2] for _ in range(5)] == [("b", "2")] * 3 + [("b", "1")] * 2
+    assert len(upstreams["a"].requests) == 3
+
+
+def test_a_stream_cut_after_its_first_chunk_is_not_retried(
+    start_route: Any, upstreams: dict[str, MockOpenAI]
+) -> None:
+    targets = [{"llm": "a"}, {"llm": "b", "priority": 1}]
+    gateway = start_route(strategy="priority", targets=targets, retry=RETRY)
+    upstreams["a"].break_after_events = 1
+    headers, text = stream_text(gateway)
+    assert "event: error" in text and "[DONE]" not in text and text.count("data: {") >= 2
+    assert headers["x-tollgate-target"] == "a"
+    assert len(upstreams["b"].requests) == 0
