@@ -15,6 +15,7 @@ import asyncio
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 
@@ -50,18 +51,6 @@ async def forward(
     assert route is not None and ctx.call is not None
     original = ctx.call
     headers = list(ctx.response_headers)
-    task = asyncio.current_task()
-    assert task is not None
-    gone = asyncio.Event()
-
-    async def watch() -> None:  # a client that leaves before its answer starts cancels the attempts
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        if not ctx.response_started:
-            gone.set()
-            task.cancel()
-
-    watcher = asyncio.create_task(watch())
     try:
         async with asyncio.timeout(route.deadline_s):
             await _attempts(rt, ctx, route, original, headers, receive, send, record, MAX_FALLBACKS)
@@ -69,13 +58,23 @@ async def forward(
         if ctx.response_started:
             raise
         raise UpstreamTimeout(f"route '{route.slug}': no answer within {route.deadline_s:g} s") from None
-    except asyncio.CancelledError:
-        if not gone.is_set():
-            raise
-        task.uncancel()
-        raise ClientGone() from None
+
+
+async def _pause(seconds: float, receive: ASGIReceive) -> None:
+    """The backoff before a retry; a client that leaves meanwhile ends the call (no attempt is made for
+    nobody). Only here is the client watched: during an attempt the relay does it for streams."""
+    gone = asyncio.ensure_future(_disconnect(receive))
+    try:
+        await asyncio.wait((gone,), timeout=seconds)
+        if gone.done():
+            raise ClientGone()
     finally:
-        watcher.cancel()
+        gone.cancel()
+
+
+async def _disconnect(receive: ASGIReceive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _attempts(
@@ -124,7 +123,7 @@ async def _attempts(
             now = time.monotonic()
             if counts and state.failed(target, now, cooldown.fails, cooldown.window_s, cooldown.duration_s):
                 rt.metrics.route_cooldowns.labels(route.slug, target.llm).inc()
-            rt.metrics.route_attempts.labels(route.slug, target.llm, "failed").inc()
+            _counter(rt, route.slug, target.llm, "failed").inc()
             fallback = route.fallback
             if fallback is not None and kind in fallback.on and fallbacks > 0:
                 ctx.fail(error)
@@ -142,14 +141,24 @@ async def _attempts(
             _next_attempt(ctx, record)  # recorded now: a client gone during the backoff ends it all
             retries -= 1
             rt.metrics.route_failovers.labels(route.slug).inc()
-            await asyncio.sleep(delay)
+            await _pause(delay, receive)
             target = following
             continue
         finally:
             health.inflight -= 1
         state.succeeded(target, ctx.upstream_s)
-        rt.metrics.route_attempts.labels(route.slug, target.llm, "answered").inc()
+        _counter(rt, route.slug, target.llm, "answered").inc()
         return
+
+
+def _counter(rt: Runtime, slug: str, target: str, outcome: str) -> Any:
+    """tollgate_route_attempts_total's child for these labels, kept by the route's state (labels()
+    costs more than the inc())."""
+    children = rt.services.routing.state(slug).children
+    child = children.get((target, outcome))
+    if child is None:
+        child = children[(target, outcome)] = rt.metrics.route_attempts.labels(slug, target, outcome)
+    return child
 
 
 def _next_target(rt: Runtime, route: RouteEntry, tried: set[int]) -> Target | None:

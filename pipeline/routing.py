@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from collections import deque
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -50,6 +50,7 @@ class RouteState:
     def __init__(self) -> None:
         self.targets: dict[int, TargetHealth] = {}
         self.turn = 0  # round_robin
+        self.children: dict[tuple[str, str], Any] = {}  # the metrics' labelled children, made once
 
     def of(self, target: Target) -> TargetHealth:
         health = self.targets.get(target.index)
