@@ -123,6 +123,11 @@ async def _attempts(
             now = time.monotonic()
             if counts and state.failed(target, now, cooldown.fails, cooldown.window_s, cooldown.duration_s):
                 rt.metrics.route_cooldowns.labels(route.slug, target.llm).inc()
+            if counts and rt.cooldowns is not None:  # and counted across gateways (gateway/cooldowns.py)
+                member = f"{ctx.request_id}:{ctx.attempt}"
+                rt.cooldowns.report(
+                    route.slug, target.llm, cooldown.fails, cooldown.window_s, cooldown.duration_s, member
+                )
             _counter(rt, route.slug, target.llm, "failed").inc()
             fallback = route.fallback
             if fallback is not None and kind in fallback.on and fallbacks > 0:

@@ -20,6 +20,7 @@ import aiohttp
 
 from gateway.analytics import AnalyticsWriter
 from gateway.cache import MemoryBackend, ResponseCache
+from gateway.cooldowns import SharedCooldowns
 from gateway.metrics import Metrics
 from pipeline.auth import Credentials
 from pipeline.counters.base import NANO_USD, Counters, CountersUnavailable
@@ -54,6 +55,7 @@ class Runtime:
         credentials: Credentials | None = None,
         cache: ResponseCache | None = None,
         embedding: EmbeddingRef | None = None,
+        cooldowns: SharedCooldowns | None = None,
     ) -> None:
         self.store = store
         self.box = box
@@ -65,6 +67,7 @@ class Runtime:
         self.counters = counters or LocalCounters()
         self.cache = cache or ResponseCache(MemoryBackend())
         self.cache.metrics = self.metrics
+        self.cooldowns = cooldowns  # route targets' cool-downs shared through Redis
         self.embedding = embedding  # the semantic cache's model: an LLM here, else the bundled local one
         self._semantic: tuple[Any, Any] | None = None  # (embedder, index), made on first use
         self.semantic_problem: str | None = None  # why semantic mode cannot work here (readyz)
@@ -123,6 +126,8 @@ class Runtime:
         await self.analytics.close()
         await self.counters.close()
         await self.cache.close()
+        if self.cooldowns is not None:
+            await self.cooldowns.close()
         await self.plugins.close()
         self.metrics.flush()
         if self._http is not None:
@@ -183,6 +188,22 @@ class Runtime:
             if warning not in previous:
                 log.warning("%s", warning)
 
+    async def _route_health(self) -> None:
+        """Cool-downs that other gateways started (through Redis), and the health gauge of each target."""
+        routes = list(self.snapshot.routes.values())
+        pairs = [(route, target) for route in routes for target in route.targets]
+        if self.cooldowns is not None and pairs:
+            remaining = await self.cooldowns.cooling([(r.slug, t.llm) for r, t in pairs])
+            now = time.monotonic()
+            for (route, target), seconds in zip(pairs, remaining, strict=True):
+                health = self.services.routing.state(route.slug).of(target)
+                if seconds > 0:
+                    health.cooled_until = max(health.cooled_until, now + seconds)
+        now = time.monotonic()
+        for route, target in pairs:
+            healthy = 1 if self.services.routing.state(route.slug).of(target).cooled_until <= now else 0
+            self.metrics.route_target_healthy.labels(route.slug, target.llm).set(healthy)
+
     def semantic(self) -> tuple[Any, Any] | None:
         """The semantic cache's embedder and vector index (gateway/semantic.py, numpy: imported only
         when a call first needs them); None when no embedding model is available."""
@@ -222,12 +243,7 @@ class Runtime:
             for plugin in self.plugins:
                 self.metrics.plugin_restarts.labels(plugin.name).set(plugin.restarts)
                 self.metrics.plugin_failures.labels(plugin.name).set(plugin.failures)
-            now = time.monotonic()
-            for route in self.snapshot.routes.values():
-                state = self.services.routing.state(route.slug)
-                for target in route.targets:
-                    healthy = 1 if state.of(target).cooled_until <= now else 0
-                    self.metrics.route_target_healthy.labels(route.slug, target.llm).set(healthy)
+            await self._route_health()
             try:
                 if await self.source.version() != self.snapshot.version:
                     await self.reload()

@@ -24,6 +24,7 @@ from gateway.admin.app import build_admin_app
 from gateway.admin.service import ConfigService
 from gateway.app import GatewayApp
 from gateway.cache import MemoryBackend, RedisBackend, ResponseCache
+from gateway.cooldowns import SharedCooldowns
 from gateway.runtime import Runtime
 from gateway.settings import Settings
 from gateway.types import ASGIApp
@@ -184,6 +185,7 @@ async def serve_single(settings: Settings, cfg: ConfigFile | None) -> None:
             counters=counters(settings, host_socket=None),
             cache=response_cache(settings, cfg.cache if cfg is not None else None),
             embedding=cfg.cache.embedding if cfg is not None and cfg.cache is not None else None,
+            cooldowns=SharedCooldowns(settings.redis) if settings.redis else None,
             edge_id=agent.edge_id if agent is not None else "",
             source=agent,
             credentials=agent,

@@ -20,6 +20,7 @@ import time
 from multiprocessing.context import SpawnProcess
 
 from gateway.app import GatewayApp
+from gateway.cooldowns import SharedCooldowns
 from gateway.logs import configure_logging
 from gateway.runtime import Runtime
 from gateway.server import (
@@ -201,6 +202,7 @@ async def _worker(
         counters=counters(settings, host_socket),
         cache=response_cache(settings, cache),
         embedding=cache.embedding if cache is not None else None,
+        cooldowns=SharedCooldowns(settings.redis) if settings.redis else None,
     )
     try:
         await start_runtime(runtime)

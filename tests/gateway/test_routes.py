@@ -340,3 +340,25 @@ def test_a_stream_cut_after_its_first_chunk_is_not_retried(
     assert "event: error" in text and "[DONE]" not in text and text.count("data: {") >= 2
     assert headers["x-tollgate-target"] == "a"
     assert len(upstreams["b"].requests) == 0
+
+
+def test_cool_downs_are_shared_through_redis(
+    start_gateway: StartGateway, mocks: Any, upstreams: dict[str, MockOpenAI]
+) -> None:
+    """With --redis, a target that cooled down behind one gateway is skipped by another within a second."""
+    import redis
+
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    for key in client.scan_iter("{tollgate:}cool:*"):
+        client.delete(key)
+    targets = [{"llm": "a"}, {"llm": "b", "priority": 1}]
+    config = route_config(
+        mocks, strategy="priority", targets=targets, retry=RETRY, cooldown={"duration_s": 30}
+    )
+    one = start_gateway(config, "--redis", "redis://127.0.0.1:6379/0")
+    two = start_gateway(config, "--redis", "redis://127.0.0.1:6379/0")
+    upstreams["a"].fail_status = 503
+    assert [call(one)[:2] for _ in range(3)] == [("b", "2")] * 3  # the third failure cools a down
+    time.sleep(1.2)  # the other gateway reads the cool-downs twice a second
+    assert call(two)[:2] == ("b", "1")
+    assert len(upstreams["a"].requests) == 3
