@@ -84,25 +84,26 @@ class RedisBackend:
     name = "redis"
 
     def __init__(self, url: str) -> None:
-        self._redis = RedisConnection(url)
+        self.redis = RedisConnection(url)
 
     async def get(self, key: str) -> bytes | None:
-        value = await self._redis.call(b"GET", (REDIS_PREFIX + key).encode())
+        value = await self.redis.call(b"GET", (REDIS_PREFIX + key).encode())
         return bytes(value) if value is not None else None
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
-        await self._redis.call(
+        await self.redis.call(
             b"SET", (REDIS_PREFIX + key).encode(), value, b"PX", str(int(ttl_s * 1000)).encode()
         )
 
     async def close(self) -> None:
-        self._redis.close()
+        self.redis.close()
 
 
 class ResponseCache:
     def __init__(self, backend: Backend, metrics: Metrics | None = None) -> None:
         self.backend = backend
         self.metrics = metrics
+        self.index: Any = None  # the semantic index (gateway/semantic.py), once a semantic call needs it
         self._writes: set[asyncio.Task[None]] = set()
 
     async def get(self, key: str) -> bytes | None:
@@ -112,15 +113,19 @@ class ResponseCache:
             self.failed("lookup", exc)
             return None
 
-    def put(self, key: str, value: bytes, ttl_s: float) -> None:
-        """Store in the background: the answer has gone out already."""
-        task = asyncio.create_task(self._put(key, value, ttl_s))
+    def put(self, key: str, value: bytes, ttl_s: float, semantic: tuple[str, Any, Any] | None = None) -> None:
+        """Store in the background: the answer has gone out already. `semantic`: (bucket, vector,
+        negations) of the call, indexed once its answer is stored."""
+        task = asyncio.create_task(self._put(key, value, ttl_s, semantic))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
 
-    async def _put(self, key: str, value: bytes, ttl_s: float) -> None:
+    async def _put(self, key: str, value: bytes, ttl_s: float, semantic: tuple[str, Any, Any] | None) -> None:
         try:
             await asyncio.wait_for(self.backend.set(key, value, ttl_s), 1.0)
+            if semantic is not None and self.index is not None:
+                bucket, vector, negations = semantic
+                await asyncio.wait_for(self.index.put(bucket, vector, key, ttl_s, negations), 1.0)
         except Exception as exc:
             self.failed("store", exc)
 

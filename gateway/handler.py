@@ -166,7 +166,11 @@ class GatewayHandler:
         bucket = semantic.bucket_of(ctx, settings, slug)
         negations = semantic.polarity(text)
         ctx.cache_vector = (bucket, vector, negations)
-        near = index.search(bucket, vector, settings.threshold, negations)
+        try:
+            near = await index.find(bucket, vector, settings.threshold, negations)
+        except Exception as exc:  # a failing index is a miss, like a failing store
+            self.runtime.cache.failed("semantic lookup", exc)
+            near = None
         stored = await self.runtime.cache.get(near) if near is not None else None
         self.runtime.metrics.cache_lookups.labels("semantic_hit" if stored else "semantic_miss").inc()
         if stored is None:
@@ -179,12 +183,7 @@ class GatewayHandler:
 
     def _to_cache(self, ctx: RequestContext) -> None:
         if ctx.cache_key is not None and ctx.cache_value is not None and ctx.status == 200:
-            self.runtime.cache.put(ctx.cache_key, ctx.cache_value, ctx.cache_ttl_s)
-            if ctx.cache_vector is not None:
-                found = self.runtime.semantic()
-                if found is not None:
-                    bucket, vector, negations = ctx.cache_vector
-                    found[1].add(bucket, vector, ctx.cache_key, ctx.cache_ttl_s, negations)
+            self.runtime.cache.put(ctx.cache_key, ctx.cache_value, ctx.cache_ttl_s, ctx.cache_vector)
 
     async def _models(self, ctx: RequestContext, send: ASGISend) -> None:
         """The models this app may use on the LLM: the upstream's list, filtered by `allowed_models`."""

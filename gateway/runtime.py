@@ -217,7 +217,10 @@ class Runtime:
                 embedder = semantic.LocalEmbedder()
             else:
                 return None
-            self._semantic = (embedder, semantic.VectorIndex())
+            redis = getattr(self.cache.backend, "redis", None)  # the Redis backend: vectors beside answers
+            index = semantic.RedisVectorIndex(redis) if redis is not None else semantic.VectorIndex()
+            self._semantic = (embedder, index)
+            self.cache.index = index
         return self._semantic
 
     def _check_semantic(self, snapshot: Snapshot) -> None:

@@ -8,9 +8,9 @@ longer than `max_messages`, are not embedded (their answers depend on more than 
 
 Embeddings come from `cache.embedding` (an LLM of this gateway, through its own adapter), else from the
 local model of the `semantic` extra: WordLlama, whose wheel ships its weights (16 MB), loaded from the
-installed package, never downloaded. The index is in this process, in numpy: one matrix per bucket,
-bounded, entries expiring with their answers. With the Redis backend the answers are shared and each
-gateway indexes the ones it stored.
+installed package, never downloaded. The index is in this process, in numpy (one matrix per bucket,
+bounded, entries expiring with their answers), or, with the Redis backend, in Redis beside the answers
+(`RedisVectorIndex`), so every gateway finds what any of them stored.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import msgspec
 import numpy as np
 import orjson
 
@@ -197,6 +198,88 @@ class VectorIndex:
 
     def __len__(self) -> int:
         return len(self._order)
+
+    async def find(
+        self, bucket: str, vector: np.ndarray[Any, Any], threshold: float, negations: tuple[str, ...]
+    ) -> str | None:
+        return self.search(bucket, vector, threshold, negations)
+
+    async def put(
+        self, bucket: str, vector: np.ndarray[Any, Any], key: str, ttl_s: float, negations: tuple[str, ...]
+    ) -> None:
+        self.add(bucket, vector, key, ttl_s, negations)
+
+
+class Index(Protocol):
+    async def find(
+        self, bucket: str, vector: np.ndarray[Any, Any], threshold: float, negations: tuple[str, ...]
+    ) -> str | None: ...
+
+    async def put(
+        self, bucket: str, vector: np.ndarray[Any, Any], key: str, ttl_s: float, negations: tuple[str, ...]
+    ) -> None: ...
+
+
+class RedisVectorIndex:
+    """The vectors in Redis beside the answers (`cache: {backend: redis}`), so every gateway finds what
+    any of them stored. One hash per bucket: field = the entry's key, value = msgpack [expiry (Unix ms),
+    negations, float32 bytes]. A search reads its bucket (HGETALL) and scores it here with numpy: this
+    works on any Redis (RediSearch's vector search is a module that many deployments do not have), and a
+    bucket holds only conversations that differ in wording alone, so it stays small (MAX_PER_BUCKET)."""
+
+    MAX_PER_BUCKET = 2000
+
+    def __init__(self, redis: Any) -> None:
+        self.redis = redis  # a pipeline/counters/resp.py RedisConnection
+
+    @staticmethod
+    def _key(bucket: str) -> bytes:
+        return f"{{tollgate:}}semantic:{bucket}".encode()
+
+    async def find(
+        self, bucket: str, vector: np.ndarray[Any, Any], threshold: float, negations: tuple[str, ...]
+    ) -> str | None:
+        reply = await self.redis.call(b"HGETALL", self._key(bucket))
+        if not reply:
+            return None
+        now_ms = time.time() * 1000
+        keys, rows = [], []
+        for field, value in zip(reply[::2], reply[1::2], strict=True):
+            expires_ms, polar, raw = _read_entry(bytes(value))
+            vector_of = np.frombuffer(raw, dtype=np.float32)
+            if expires_ms > now_ms and tuple(polar) == negations and vector_of.shape == vector.shape:
+                keys.append(bytes(field).decode())
+                rows.append(vector_of)
+        if not rows:
+            return None
+        scores = np.vstack(rows) @ vector
+        best = int(np.argmax(scores))
+        return keys[best] if scores[best] >= threshold else None
+
+    async def put(
+        self, bucket: str, vector: np.ndarray[Any, Any], key: str, ttl_s: float, negations: tuple[str, ...]
+    ) -> None:
+        name = self._key(bucket)
+        expires_ms = int((time.time() + ttl_s) * 1000)
+        entry = _entry_codec.encode([expires_ms, list(negations), vector.astype(np.float32).tobytes()])
+        args = (key.encode(), entry, int(ttl_s * 1000), self.MAX_PER_BUCKET)
+        await self.redis.call(b"EVAL", _PUT, 1, name, *args)
+
+
+# KEYS: the bucket. ARGV: field, entry, ttl ms, most entries. A full bucket takes no more (its entries
+# serve until it expires); the bucket lives as long as its longest-lived entry.
+_PUT = b"""
+if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+return 1
+"""
+_entry_codec = msgspec.msgpack.Encoder()
+_entry_decoder = msgspec.msgpack.Decoder(tuple[int, list[str], bytes])
+
+
+def _read_entry(value: bytes) -> tuple[int, list[str], bytes]:
+    return _entry_decoder.decode(value)
 
 
 def conversation(ctx: RequestContext, settings: CacheSettings) -> str | None:

@@ -128,3 +128,23 @@ def test_negations_are_compared_word_for_word() -> None:
     index.add("b", unit[0], "plain", ttl_s=60)
     assert index.search("b", unit[0], 0.9, ("not",)) is None
     assert index.search("b", unit[0], 0.9) == "plain"
+
+
+def test_with_redis_every_gateway_finds_what_another_stored(
+    start_gateway: StartGateway, upstream: MockOpenAI, upstream_url: str
+) -> None:
+    """`cache: {backend: redis}`: the vectors are in Redis beside the answers."""
+    import redis
+
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    for pattern in ("{tollgate:}cache:*", "{tollgate:}semantic:*"):
+        for key in client.scan_iter(pattern):
+            client.delete(key)
+    config = {**semantic_config(upstream_url, threshold=0.95), "cache": {"backend": "redis"}}
+    one = start_gateway(config, "--redis", "redis://127.0.0.1:6379/0")
+    two = start_gateway(config, "--redis", "redis://127.0.0.1:6379/0")
+    assert ask(one, "Explain photosynthesis simply.") == "MISS"
+    assert ask(two, "Explain photosynthesis in simple terms.") == "SEMANTIC_HIT"
+    assert ask(two, "Is it safe to drink tap water?") == "MISS"
+    assert ask(one, "Is it not safe to drink tap water?") == "MISS"
+    assert len(upstream.requests) == 3
