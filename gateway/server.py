@@ -104,12 +104,15 @@ def secret_box(settings: Settings) -> SecretBox:
 
 def check(settings: Settings) -> ConfigFile | None:
     """Everything that can fail before anything starts: the store URL and the config file."""
-    if not settings.db.startswith("sqlite:///"):
-        if settings.db.startswith(("postgresql://", "postgres://")):
-            raise StartupError("--db postgresql:// is not built yet in this version; use sqlite:///PATH")
+    if settings.postgres:
+        if not settings.secret_key:
+            raise StartupError(
+                "--db postgresql:// needs TOLLGATE_SECRET_KEY: every gateway on the database seals and "
+                "opens its secrets with the same master key"
+            )
+    elif not settings.db.startswith("sqlite:///"):
         raise StartupError(f"--db {settings.db!r}: expected sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
-    path = settings.sqlite_path
-    if not path.name or path.is_dir():
+    elif not settings.sqlite_path.name or settings.sqlite_path.is_dir():
         raise StartupError(f"--db {settings.db!r}: expected sqlite:///PATH to a database file")
     if settings.workers < 1:
         raise StartupError("--workers must be at least 1")
@@ -140,10 +143,19 @@ def notes(settings: Settings, cfg: ConfigFile | None) -> list[str]:
     return out
 
 
-async def open_store(settings: Settings, box: SecretBox, cfg: ConfigFile | None) -> SqliteStore:
+def make_store(settings: Settings) -> Store:
+    """The store of `--db`: SQLite (the default, one host) or PostgreSQL (shared by several gateways)."""
+    if settings.postgres:
+        from store.postgres import PostgresStore  # asyncpg only when it is used
+
+        return PostgresStore(settings.db, settings.db_pool)
+    return SqliteStore(settings.sqlite_path)
+
+
+async def open_store(settings: Settings, box: SecretBox, cfg: ConfigFile | None) -> Store:
     """The migrated store with the bootstrap applied; a failure closes it again (its thread would keep
     the process alive) and becomes a one-line StartupError."""
-    store = SqliteStore(settings.sqlite_path)
+    store = make_store(settings)
     try:
         await store.open()
         if cfg is not None:
@@ -274,7 +286,7 @@ async def drain(runtime: Runtime, settings: Settings) -> None:
 def side_servers(
     settings: Settings,
     cfg: ConfigFile | None,
-    store: SqliteStore,
+    store: Store,
     box: SecretBox,
     runtime: Runtime | None,
     *,

@@ -42,6 +42,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return int(self.max_body_mib * 1024 * 1024)
 
     @property
+    def postgres(self) -> bool:
+        return self.db.startswith(("postgresql://", "postgres://"))
+
+    @property
     def sqlite_path(self) -> Path:
         """The SQLite file of `db` (`sqlite:///relative` or `sqlite:////absolute`)."""
         if not self.db.startswith("sqlite:///"):

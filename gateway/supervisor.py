@@ -28,6 +28,7 @@ from gateway.server import (
     counters,
     drain,
     make_server,
+    make_store,
     notes,
     open_hub,
     open_store,
@@ -40,7 +41,7 @@ from gateway.server import (
 )
 from gateway.settings import Settings
 from pipeline.counters.host import CounterServer
-from store.sqlite import SqliteStore
+from store.base import Store
 from sync.model import CacheStore, ConfigFile
 from sync.secrets import SecretBox
 
@@ -181,7 +182,7 @@ def worker_main(
     run_loop(_worker(settings, notes, sock, counters, cache))
 
 
-async def _check_secrets(store: SqliteStore, box: SecretBox) -> None:
+async def _check_secrets(store: Store, box: SecretBox) -> None:
     """Build one snapshot in the parent, so a wrong master key is one line here, not N crashing workers."""
     probe = Runtime(store, box)
     await start_runtime(probe)
@@ -192,7 +193,7 @@ async def _worker(
     settings: Settings, notes: list[str], sock: socket.socket, host_socket: str, cache: CacheStore | None
 ) -> None:
     box = secret_box(settings)
-    store = SqliteStore(settings.sqlite_path)
+    store = make_store(settings)
     await store.open()
     runtime = Runtime(
         store,

@@ -1,4 +1,5 @@
-"""Schema migrations, in code. Each step runs once, in order, inside the migrating transaction."""
+"""Schema migrations, in code, one list per dialect (the same steps, the same numbering). Each step runs
+once, in order, inside the migrating transaction."""
 
 from __future__ import annotations
 
@@ -66,5 +67,42 @@ SQLITE: list[list[str]] = [
         "CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL)",
         # A hub's watermark per edge database: the highest analytics row id it has taken from it.
         "CREATE TABLE uploads (source TEXT PRIMARY KEY, last_id INTEGER NOT NULL)",
+    ],
+]
+
+
+def _pg_entity_table(kind: str) -> str:
+    return f"""
+        CREATE TABLE {kind} (
+            id          BIGSERIAL PRIMARY KEY,
+            name        TEXT NOT NULL UNIQUE,
+            namespace   TEXT NOT NULL DEFAULT '',
+            data        BYTEA NOT NULL,
+            key_hash    TEXT UNIQUE,
+            created_at  DOUBLE PRECISION NOT NULL,
+            updated_at  DOUBLE PRECISION NOT NULL
+        )"""
+
+
+# SQLite's analytics table in PostgreSQL's types (BIGSERIAL ids are never reused, as AUTOINCREMENT's).
+_PG_ANALYTICS = (
+    _ANALYTICS.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY")
+    .replace(" REAL ", " DOUBLE PRECISION ")
+    .replace("INTEGER", "BIGINT")
+)
+
+POSTGRES: list[list[str]] = [
+    [
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+        "INSERT INTO meta (key, value) VALUES ('config_version', 0)",
+        *(_pg_entity_table(kind) for kind in KIND_NAMES),
+        _PG_ANALYTICS,
+        "CREATE INDEX analytics_ts ON analytics (ts)",
+        "CREATE INDEX analytics_app_ts ON analytics (app_id, ts)",
+    ],
+    ["ALTER TABLE analytics ADD COLUMN blocked_by TEXT NOT NULL DEFAULT ''"],
+    [
+        "CREATE TABLE kv (key TEXT PRIMARY KEY, value BYTEA NOT NULL)",
+        "CREATE TABLE uploads (source TEXT PRIMARY KEY, last_id BIGINT NOT NULL)",
     ],
 ]
