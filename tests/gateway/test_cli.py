@@ -155,16 +155,26 @@ def test_a_bad_config_is_one_line_naming_file_entry_and_field(
     assert not listening(port) and not listening(admin_port)
 
 
-def test_postgresql_is_refused_in_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("secret", "db", "reason"),
+    [
+        (None, "postgresql://postgres@127.0.0.1:5432/postgres", "needs TOLLGATE_SECRET_KEY"),
+        ("k", "postgresql://nobody:pw@127.0.0.1:1/none", "cannot open the PostgreSQL store"),
+    ],
+)
+def test_postgresql_problems_are_refused_in_one_line(
+    tmp_path: Path, secret: str | None, db: str, reason: str
+) -> None:
+    """Without the shared master key, or where no PostgreSQL answers: one line, nothing listening."""
     port, admin_port = free_port(), free_port()
+    env = operator_env(**({"TOLLGATE_SECRET_KEY": secret} if secret else {}))
     result = subprocess.run(
-        tollgate("serve", "--db", "postgresql://tollgate@127.0.0.1:5432/tollgate",
-                 "--port", str(port), "--admin-port", str(admin_port)),
-        cwd=tmp_path, env=operator_env(), capture_output=True, text=True, timeout=30,
+        tollgate("serve", "--db", db, "--port", str(port), "--admin-port", str(admin_port)),
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "postgresql" in lines[0] and "not built yet" in lines[0], result.stderr
+    assert len(lines) == 1 and reason in lines[0] and "pw" not in lines[0], result.stderr
     assert not listening(port) and not listening(admin_port)
 
 
