@@ -73,7 +73,9 @@ class Runtime:
         self.semantic_problem: str | None = None  # why semantic mode cannot work here (readyz)
         self.plugins = PluginHosts()
         self.services = Services(counters=self.counters, plugins=self.plugins, credentials=credentials)
-        self.source = source or StoreSource(store)
+        self._store_source = StoreSource(store)
+        self.source = source or self._store_source
+        self._notified: set[asyncio.Task[None]] = set()
         self.state: ConfigState | None = None  # what the snapshot was built from
         # Called after each swap (a hub's edge service follows the config this way).
         self.on_reload: list[Callable[[ConfigState, Snapshot], None]] = []
@@ -86,6 +88,7 @@ class Runtime:
         self._http: aiohttp.ClientSession | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._reload_lock = asyncio.Lock()
+        self._tick = 0
 
     @property
     def http(self) -> aiohttp.ClientSession:
@@ -111,6 +114,7 @@ class Runtime:
         )
         self._http = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
         self.analytics.start()
+        await self._listen()
         self._watcher = asyncio.create_task(self._housekeeping(), name="housekeeping")
 
     async def stop(self, grace_s: float = 2.0) -> None:
@@ -188,6 +192,27 @@ class Runtime:
             if warning not in previous:
                 log.warning("%s", warning)
 
+    async def _listen(self) -> None:
+        """Be told of config changes by the store (PostgreSQL's NOTIFY) instead of waiting for the poll."""
+        listen = getattr(self.store, "listen", None)
+        if listen is None or self.source is not self._store_source or getattr(self.store, "listening", False):
+            return
+        try:
+            await listen(self._config_changed)
+        except Exception as exc:  # the poll still finds every change, within half a second
+            log.warning("config notifications unavailable (%s); polling the store", exc)
+
+    def _config_changed(self) -> None:
+        task = asyncio.ensure_future(self._reload_notified())
+        self._notified.add(task)
+        task.add_done_callback(self._notified.discard)
+
+    async def _reload_notified(self) -> None:
+        try:
+            await self.reload()
+        except Exception:  # the poll tries again; the last snapshot is served meanwhile
+            log.exception("config reload failed; still serving version %d", self.snapshot.version)
+
     async def _route_health(self) -> None:
         """Cool-downs that other gateways started (through Redis), and the health gauge of each target."""
         routes = list(self.snapshot.routes.values())
@@ -247,6 +272,9 @@ class Runtime:
                 self.metrics.plugin_restarts.labels(plugin.name).set(plugin.restarts)
                 self.metrics.plugin_failures.labels(plugin.name).set(plugin.failures)
             await self._route_health()
+            if self._tick % 10 == 0:  # a lost LISTEN connection comes back within 5 s
+                await self._listen()
+            self._tick += 1
             try:
                 if await self.source.version() != self.snapshot.version:
                     await self.reload()

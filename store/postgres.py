@@ -3,13 +3,14 @@
 The same interface, tables and migrations as the SQLite store (store/base.py, store/migrations.py), with
 PostgreSQL's types. A pool of at most `--db-pool` connections per process. Gateways that start together
 on an empty database migrate it once: the migrating transaction holds an advisory lock. Analytics go in
-with COPY (one round trip per batch).
+with COPY (one round trip per batch). Every config write NOTIFYs the gateways that LISTEN, so a change
+made through any one is rebuilt everywhere within milliseconds (the version poll is the safety net).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -23,6 +24,7 @@ _ROW_COLUMNS = "id, name, namespace, data, key_hash, created_at, updated_at"
 _RECORD_COLUMNS = [("ts" if f == "timestamp" else f) for f in RECORD_FIELDS]
 _MIGRATION_LOCK = 7_291_342_001  # pg_advisory_xact_lock key: Tollgate's migrations
 _DAY = "to_char(to_timestamp(ts) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+CHANNEL = "tollgate_config"  # NOTIFY'd by every config write, at its commit
 
 
 class PostgresStore:
@@ -30,6 +32,7 @@ class PostgresStore:
         self.url = url
         self.pool_size = max(1, pool_size)
         self._pool: asyncpg.Pool | None = None
+        self._listener: Any = None  # the connection LISTENing on CHANNEL
 
     async def open(self) -> None:
         try:
@@ -39,7 +42,27 @@ class PostgresStore:
             await self.close()
             raise StoreError(f"cannot open the PostgreSQL store {_safe(self.url)}: {exc}") from None
 
+    async def listen(self, on_change: Callable[[], None]) -> None:
+        """Call `on_change` whenever any gateway commits a config change (LISTEN/NOTIFY, on a connection
+        of its own). The runtime still polls the version: a notification lost with a connection is not
+        a change lost."""
+        conn = await asyncpg.connect(self.url)
+        await conn.add_listener(CHANNEL, lambda *_: on_change())
+        conn.add_termination_listener(lambda _: self._drop_listener(conn))
+        self._listener = conn
+
+    @property
+    def listening(self) -> bool:
+        return self._listener is not None and not self._listener.is_closed()
+
+    def _drop_listener(self, conn: Any) -> None:
+        if self._listener is conn:
+            self._listener = None
+
     async def close(self) -> None:
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            await listener.close()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -95,6 +118,7 @@ class PostgresStore:
                 for op in ops:
                     results.append(await _apply(conn, op, now))
                 await conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'config_version'")
+                await conn.execute("SELECT pg_notify($1, '')", CHANNEL)  # delivered at the commit
         except asyncpg.UniqueViolationError as exc:
             raise Conflict(str(exc)) from None
         return results

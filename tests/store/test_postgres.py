@@ -160,7 +160,25 @@ def test_two_gateways_on_one_database(
     usage = one.admin("GET", "/api/v1/analytics/usage", params={"group_by": "app"}).json()["data"]
     counts = {row["group"]: row["requests"] for row in usage if row["group"]}
     assert counts == {"late": 1, "app-one": 1}
+
+    gpt = next(llm for llm in two.admin("GET", "/api/v1/llms").json()["data"] if llm["slug"] == "gpt")
+    two.admin("PATCH", f"/api/v1/llms/{gpt['id']}", json={"active": False})
+    started = time.monotonic()
+    while _chat(one.url, APP_KEY) == 200 and time.monotonic() - started < 5:
+        time.sleep(0.02)
+    assert _chat(one.url, APP_KEY) == 404  # within the 5 s (told by NOTIFY; the poll is the net)
+    assert asyncio.run(_listeners(database)) == 2  # each gateway LISTENs on its own connection
     assert start_gateway(base_config(upstream_url), "--db", database, ready=False).process.wait(30) == 1
+
+
+async def _listeners(url: str) -> int:
+    conn = await asyncpg.connect(ADMIN_URL)
+    try:
+        name = url.rsplit("/", 1)[1]
+        query = "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'LISTEN%'"
+        return int(await conn.fetchval(query, name))
+    finally:
+        await conn.close()
 
 
 def _chat(url: str, key: str) -> int:
