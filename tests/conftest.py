@@ -17,6 +17,7 @@ from mocks.server import ThreadedServer
 from tests.support import UPSTREAM_KEY, Gateway, base_config
 
 StartGateway = Callable[..., Gateway]
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"  # this machine's PostgreSQL, trust auth
 
 
 @pytest.fixture(scope="session")
@@ -62,3 +63,25 @@ def gateway(start_gateway: Any, upstream: MockOpenAI, upstream_url: str) -> Gate
     """A gateway with the base config, in front of the (reset) mock upstream."""
     gw: Gateway = start_gateway(base_config(upstream_url))
     return gw
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test (on 127.0.0.1:5432), dropped afterwards."""
+    import asyncio
+    import uuid
+
+    import asyncpg
+
+    name = f"tollgate_test_{uuid.uuid4().hex[:12]}"
+
+    async def admin(statement: str) -> None:
+        conn = await asyncpg.connect(PG_ADMIN_URL)
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f"CREATE DATABASE {name}"))
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    asyncio.run(admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))

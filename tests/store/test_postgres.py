@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -18,28 +17,11 @@ import pytest
 from store.base import Conflict, Delete, Put, StoreError
 from store.postgres import PostgresStore
 from store.records import AnalyticsRecord, InteractionQuery, UsageQuery
+from tests.conftest import PG_ADMIN_URL as ADMIN_URL
 from tests.conftest import StartGateway
 from tests.support import APP_KEY, base_config
 
-ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 T = TypeVar("T")
-
-
-@pytest.fixture
-def database() -> Iterator[str]:
-    """A fresh database for this test, dropped afterwards."""
-    name = f"tollgate_test_{uuid.uuid4().hex[:12]}"
-
-    async def admin(statement: str) -> None:
-        conn = await asyncpg.connect(ADMIN_URL)
-        try:
-            await conn.execute(statement)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f"CREATE DATABASE {name}"))
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    asyncio.run(admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
 
 
 @asynccontextmanager
