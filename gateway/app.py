@@ -50,6 +50,8 @@ class GatewayApp:
         warnings += [f"plugin '{p.name}' is not answering" for p in rt.plugins if not p.ready]
         if rt.semantic_problem:
             warnings.append(rt.semantic_problem)
+        if rt.store_problem:
+            warnings.append(rt.store_problem)
         sync = rt.sync_status() if rt.sync_status is not None else None
         if sync is not None and not sync["hub_connected"]:
             state = "the cached snapshot" if snapshot.version >= 0 else "nothing until it answers"

@@ -91,6 +91,18 @@ class Metrics:
         self.snapshot_version = Gauge(
             "tollgate_snapshot_version", "Config version being served", registry=r, multiprocess_mode="max"
         )
+        self.snapshot_age = Gauge(
+            "tollgate_snapshot_age_seconds",
+            "Seconds since the served snapshot was built",
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.store_up = Gauge(
+            "tollgate_store_up",
+            "1 when the store answered the last config poll",
+            registry=r,
+            multiprocess_mode="min",
+        )
         self.counters_degraded = Gauge(
             "tollgate_counters_degraded",
             "1 while Redis is configured but unreachable: limits and budgets use this host's counters",

@@ -71,6 +71,7 @@ class Runtime:
         self.embedding = embedding  # the semantic cache's model: an LLM here, else the bundled local one
         self._semantic: tuple[Any, Any] | None = None  # (embedder, index), made on first use
         self.semantic_problem: str | None = None  # why semantic mode cannot work here (readyz)
+        self.store_problem: str | None = None  # the last config poll failed (readyz, /metrics)
         self.plugins = PluginHosts()
         self.services = Services(counters=self.counters, plugins=self.plugins, credentials=credentials)
         self._store_source = StoreSource(store)
@@ -278,5 +279,13 @@ class Runtime:
             try:
                 if await self.source.version() != self.snapshot.version:
                     await self.reload()
-            except Exception:  # a failing store must not stop the watcher: serve the last snapshot
-                log.exception("config reload failed; still serving version %d", self.snapshot.version)
+                self.store_problem = None
+            except Exception as exc:  # a failing store must not stop the watcher: serve the last snapshot
+                if self.store_problem is None:
+                    log.exception("config reload failed; still serving version %d", self.snapshot.version)
+                self.store_problem = (
+                    f"the store does not answer ({type(exc).__name__}): serving the last snapshot"
+                )
+            self.metrics.store_up.set(0 if self.store_problem else 1)
+            if self.snapshot.version >= 0:
+                self.metrics.snapshot_age.set(time.time() - self.snapshot.built_at)

@@ -150,6 +150,9 @@ def test_two_gateways_on_one_database(
         time.sleep(0.02)
     assert _chat(one.url, APP_KEY) == 404  # within the 5 s (told by NOTIFY; the poll is the net)
     assert asyncio.run(_listeners(database)) == 2  # each gateway LISTENs on its own connection
+    metrics = httpx.get(one.url + "/metrics").text
+    assert "tollgate_store_up 1.0" in metrics and "tollgate_snapshot_age_seconds" in metrics
+    assert "tollgate_analytics_queue_depth" in metrics
     assert start_gateway(base_config(upstream_url), "--db", database, ready=False).process.wait(30) == 1
 
 
