@@ -6,6 +6,7 @@ with a config file written for the test.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,9 @@ import pytest
 
 from mocks.openai import MockOpenAI
 from mocks.server import ThreadedServer
-from tests.support import UPSTREAM_KEY, Gateway, base_config
+from tests.support import UPSTREAM_KEY, Gateway, base_config, create_database, drop_database
 
 StartGateway = Callable[..., Gateway]
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"  # this machine's PostgreSQL, trust auth
 
 
 @pytest.fixture(scope="session")
@@ -56,6 +56,8 @@ def start_gateway(tmp_path: Path) -> Iterator[StartGateway]:
     yield start
     for gateway in started:
         gateway.stop()
+    for database in {gateway.database for gateway in started if gateway.database}:
+        drop_database(database)
 
 
 @pytest.fixture
@@ -68,20 +70,19 @@ def gateway(start_gateway: Any, upstream: MockOpenAI, upstream_url: str) -> Gate
 @pytest.fixture
 def database() -> Iterator[str]:
     """A fresh PostgreSQL database for this test (on 127.0.0.1:5432), dropped afterwards."""
-    import asyncio
-    import uuid
+    url = create_database()
+    yield url
+    drop_database(url)
 
-    import asyncpg
 
-    name = f"tollgate_test_{uuid.uuid4().hex[:12]}"
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--store",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="the store every test gateway uses: SQLite files, or a fresh PostgreSQL database each",
+    )
 
-    async def admin(statement: str) -> None:
-        conn = await asyncpg.connect(PG_ADMIN_URL)
-        try:
-            await conn.execute(statement)
-        finally:
-            await conn.close()
 
-    asyncio.run(admin(f"CREATE DATABASE {name}"))
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    asyncio.run(admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ["TOLLGATE_TEST_STORE"] = config.getoption("store")

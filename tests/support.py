@@ -100,13 +100,21 @@ class Gateway:
         self.admin_url = f"http://127.0.0.1:{self.admin_port}"
         self.db = tmp / "tollgate.db"
         self.log = tmp / "gateway.log"
+        env = dict(env or {})
+        self.database = ""  # with `pytest --store postgres`: this gateway's own fresh PostgreSQL database
+        db_url = f"sqlite:///{self.db}"
+        if os.environ.get("TOLLGATE_TEST_STORE") == "postgres":
+            env.setdefault("TOLLGATE_SECRET_KEY", "the-tests-shared-master-key")  # one for all gateways
+            if "--db" not in args:
+                self.database = create_database()
+                db_url = self.database
         command = [
             sys.executable,
             "-m",
             "gateway",
             "serve",
             "--db",
-            f"sqlite:///{self.db}",
+            db_url,
             "--port",
             str(self.port),
             "--admin-port",
@@ -119,7 +127,7 @@ class Gateway:
             path = tmp / "tollgate.yaml"
             path.write_text(yaml.safe_dump(config))
             command += ["--config", str(path)]
-        environment = {**os.environ, "TOLLGATE_ADMIN_TOKEN": ADMIN_TOKEN, **(env or {})}
+        environment = {**os.environ, "TOLLGATE_ADMIN_TOKEN": ADMIN_TOKEN, **env}
         self._out = self.log.open("ab")
         self.process = subprocess.Popen(command, stdout=self._out, stderr=subprocess.STDOUT, env=environment)
 
@@ -158,3 +166,85 @@ class Gateway:
                 self.process.wait()
         self._out.close()
         return self.process.returncode
+
+    @property
+    def db_url(self) -> str:
+        """Its --db: the SQLite file, or its PostgreSQL database (start another gateway on the same)."""
+        return self.database or f"sqlite:///{self.db}"
+
+    def stored_records(self) -> list[dict[str, Any]]:
+        """The analytics records in its store, oldest first, read from the store itself (after a stop)."""
+        import asyncio
+
+        import msgspec
+
+        from store.records import InteractionQuery
+
+        async def read() -> list[dict[str, Any]]:
+            store: Any
+            if self.database:
+                from store.postgres import PostgresStore
+
+                store = PostgresStore(self.database)
+            else:
+                from store.sqlite import SqliteStore
+
+                store = SqliteStore(self.db)
+            await store.open()
+            try:
+                records = await store.interactions(InteractionQuery(limit=100_000))
+            finally:
+                await store.close()
+            return [msgspec.to_builtins(r) for r in sorted(records, key=lambda r: r.id)]
+
+        return asyncio.run(read())
+
+    def stored_bytes(self) -> bytes:
+        """Everything its store holds at rest, as bytes (to look for what must never be there in clear)."""
+        if not self.database:
+            return self.db.read_bytes()
+        import asyncio
+
+        import asyncpg
+
+        async def dump() -> bytes:
+            conn = await asyncpg.connect(self.database)
+            try:
+                tables = ("llms", "routes", "apps", "users", "groups", "prices", "filters", "secrets", "kv")
+                rows = [r for t in tables for r in await conn.fetch(f"SELECT * FROM {t}")]
+                return b"".join(str(tuple(r)).encode() for r in rows)
+            finally:
+                await conn.close()
+
+        return asyncio.run(dump())
+
+
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"  # this machine's PostgreSQL, trust auth
+
+
+def _pg(statement: str) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(PG_ADMIN_URL)
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def create_database() -> str:
+    """A fresh PostgreSQL database; its URL."""
+    import uuid
+
+    name = f"tollgate_test_{uuid.uuid4().hex[:12]}"
+    _pg(f"CREATE DATABASE {name}")
+    return f"postgresql://postgres@127.0.0.1:5432/{name}"
+
+
+def drop_database(url: str) -> None:
+    _pg(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")

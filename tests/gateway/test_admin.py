@@ -67,8 +67,7 @@ def test_secrets_are_never_returned(gateway: Gateway) -> None:
     assert "$SECRET/UPSTREAM" in everything  # references are not secret
     secret = gateway.admin("GET", "/api/v1/secrets").json()["data"][-1]
     assert set(secret) == {"id", "name"}
-    with gateway.db.open("rb") as db:  # sealed at rest, too
-        raw = db.read()
+    raw = gateway.stored_bytes()  # sealed at rest, too
     assert (
         b"top-secret-value-42" not in raw and b"sk-literal-key-77" not in raw and APP_KEY.encode() not in raw
     )
@@ -250,7 +249,7 @@ def test_bootstrap_again_keeps_ids(start_gateway: StartGateway, upstream_url: st
     ids = {kind: [e["id"] for e in first.admin("GET", f"/api/v1/{kind}").json()["data"]] for kind in NEW}
     assert "app 'generated': generated API key tg-" in first.output()
     first.stop()
-    again = start_gateway(config, "--db", f"sqlite:///{first.db}")
+    again = start_gateway(config, "--db", first.db_url)
     assert {
         kind: [e["id"] for e in again.admin("GET", f"/api/v1/{kind}").json()["data"]] for kind in NEW
     } == ids

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sqlite3
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -18,12 +16,6 @@ from tests.support import APP_KEY, Gateway, base_config
 
 CHAT = "/openai/gpt/v1/chat/completions"
 LONG = {"role": "user", "content": "one two three four five six seven eight nine ten eleven twelve"}
-
-
-def db_records(db: Path) -> list[sqlite3.Row]:
-    with sqlite3.connect(db) as conn:
-        conn.row_factory = sqlite3.Row
-        return conn.execute("SELECT * FROM analytics ORDER BY id").fetchall()
 
 
 def test_200_concurrent_requests_give_200_records(gateway: Gateway, upstream: MockOpenAI) -> None:
@@ -84,7 +76,7 @@ def test_sigterm_during_a_slow_stream_finishes_it_and_loses_no_record(
     thread.join(30)
     assert gateway.process.wait(30) == 0
     assert lines[-1] == "data: [DONE]"  # the stream was finished, not cut
-    (record,) = db_records(gateway.db)
+    (record,) = gateway.stored_records()
     assert record["status_code"] == 200 and record["response_tokens"] > 0 and record["stream"] == 1
 
 
@@ -100,7 +92,7 @@ def test_sigterm_past_the_shutdown_timeout_still_records_the_cut_stream(
     assert gateway.process.wait(30) == 0
     thread.join(30)
     assert "data: [DONE]" not in lines
-    (record,) = db_records(gateway.db)
+    (record,) = gateway.stored_records()
     assert (record["status_code"], record["error_code"]) == (503, "shutdown")
     assert record["prompt_tokens"] > 0  # the partial answer is still counted
 
@@ -136,7 +128,7 @@ def test_drain_keeps_serving_while_readyz_says_503(
     answer = gateway.openai().chat.completions.create(model="gpt-4o-mini", messages=[LONG])  # type: ignore[list-item]
     assert answer.choices[0].message.content
     assert gateway.process.wait(30) == 0
-    assert len(db_records(gateway.db)) == 1
+    assert len(gateway.stored_records()) == 1
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

@@ -17,9 +17,9 @@ import pytest
 from store.base import Conflict, Delete, Put, StoreError
 from store.postgres import PostgresStore
 from store.records import AnalyticsRecord, InteractionQuery, UsageQuery
-from tests.conftest import PG_ADMIN_URL as ADMIN_URL
 from tests.conftest import StartGateway
 from tests.support import APP_KEY, base_config
+from tests.support import PG_ADMIN_URL as ADMIN_URL
 
 T = TypeVar("T")
 
