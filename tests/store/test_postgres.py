@@ -174,3 +174,27 @@ def _chat(url: str, key: str) -> int:
         timeout=10,
     )
     return response.status_code
+
+
+def test_ten_gateways_started_at_once_on_an_empty_database(
+    start_gateway: StartGateway, upstream: Any, upstream_url: str, database: str
+) -> None:
+    """They migrate it once and create each bootstrap entity once, and all become ready."""
+    env = {"TOLLGATE_SECRET_KEY": "a-shared-master-key-for-tests"}
+    config = base_config(upstream_url)
+    gateways = [start_gateway(config, "--db", database, env=env, ready=False) for _ in range(10)]
+    for gateway in gateways:
+        gateway.wait_ready(timeout=60)
+
+    async def counts() -> tuple[int, int, int]:
+        conn = await asyncpg.connect(database)
+        try:
+            versions = await conn.fetchval("SELECT count(*) FROM schema_migrations")
+            apps = await conn.fetchval("SELECT count(*) FROM apps")
+            llms = await conn.fetchval("SELECT count(*) FROM llms")
+            return int(versions), int(apps), int(llms)
+        finally:
+            await conn.close()
+
+    assert asyncio.run(counts()) == (3, len(config["apps"]), len(config["llms"]))
+    assert {_chat(g.url, APP_KEY) for g in gateways} == {200}
