@@ -72,9 +72,8 @@ async def write_rate(store: PostgresStore | SqliteStore, seconds: float) -> floa
     return written / (time.perf_counter() - started)
 
 
-async def stores(seconds: float, count: int) -> dict[str, float]:
+async def stores(database: str, seconds: float, count: int) -> dict[str, float]:
     out: dict[str, float] = {}
-    database = create_database()
     tmp = Path(tempfile.mkdtemp(prefix="tollgate-bench-store-"))
     try:
         postgres = PostgresStore(database)
@@ -98,7 +97,6 @@ async def stores(seconds: float, count: int) -> dict[str, float]:
         await postgres.close()
         await sqlite.close()
     finally:
-        drop_database(database)
         shutil.rmtree(tmp, ignore_errors=True)
     return out
 
@@ -188,7 +186,11 @@ def main() -> None:
             raise SystemExit("the load needs wrk and haproxy (apt install wrk haproxy), or --skip load")
         result.update(load(args))
     if "stores" not in args.skip:
-        result.update(asyncio.run(stores(args.seconds, args.records)))
+        database = create_database()
+        try:
+            result.update(asyncio.run(stores(database, args.seconds, args.records)))
+        finally:
+            drop_database(database)
     for key, value in result.items():
         print(f"{key:28} {value:12,.1f}")
     print(f"(app key {APP_KEY}; PostgreSQL at 127.0.0.1:5432)")

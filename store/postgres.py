@@ -132,7 +132,7 @@ class PostgresStore:
         return [sql.record_from_row(tuple(r)) for r in await self.pool.fetch(statement, *params)]
 
     async def usage(self, query: UsageQuery) -> list[dict[str, object]]:
-        statement, params = sql.usage_query(query, sql.Params("$"), _DAY)
+        statement, params = sql.usage_query(query, sql.Params("$"), _DAY, ordered_sets=True)
         return [sql.usage_row(tuple(r)) for r in await self.pool.fetch(statement, *params)]
 
     async def spend(self, since: float) -> dict[str, float]:

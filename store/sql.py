@@ -80,11 +80,24 @@ def interactions_query(query: InteractionQuery, params: Params) -> tuple[str, li
     return statement, params.values
 
 
-def usage_query(query: UsageQuery, params: Params, day_expression: str) -> tuple[str, list[Any]]:
-    """One row per group; p50/p95 latency by nearest rank, computed in the database."""
+def usage_query(
+    query: UsageQuery, params: Params, day_expression: str, ordered_sets: bool = False
+) -> tuple[str, list[Any]]:
+    """One row per group; p50/p95 latency by nearest rank, computed in the database: with PostgreSQL's
+    ordered-set aggregate (`ordered_sets`; percentile_disc is nearest rank), else with window functions
+    (SQLite has no percentile aggregate)."""
     key, label = _GROUPS.get(query.group_by, (day_expression, day_expression))
     where = _where(params, query.since, query.until, [])
     order = "gkey" if query.group_by == "day" else "requests DESC, glabel"
+    if ordered_sets:
+        statement = f"""
+            SELECT {key} AS gkey, MAX({label}) AS glabel, COUNT(*) AS requests,
+                   SUM(CASE WHEN status_code >= 400 THEN 1 ELSE 0 END),
+                   SUM(prompt_tokens), SUM(response_tokens), SUM(total_tokens), SUM(cost),
+                   percentile_disc(0.50) WITHIN GROUP (ORDER BY latency_ms),
+                   percentile_disc(0.95) WITHIN GROUP (ORDER BY latency_ms)
+            FROM analytics{where} GROUP BY gkey ORDER BY {order}"""
+        return statement, params.values
     statement = f"""
         WITH base AS (
             SELECT {key} AS gkey, {label} AS glabel, status_code, prompt_tokens, response_tokens,

@@ -198,3 +198,30 @@ def test_ten_gateways_started_at_once_on_an_empty_database(
 
     assert asyncio.run(counts()) == (3, len(config["apps"]), len(config["llms"]))
     assert {_chat(g.url, APP_KEY) for g in gateways} == {200}
+
+
+def test_usage_agrees_with_sqlite(database: str, tmp_path: Any) -> None:
+    """PostgreSQL's percentiles (an ordered-set aggregate) are SQLite's (window functions): nearest rank."""
+    import random
+
+    from store.sqlite import SqliteStore
+
+    rng = random.Random(5)
+    rows = [
+        record(i, app_id=i % 3, app_name=f"app{i % 3}", latency_ms=round(rng.random() * 100, 3), cost=0.25)
+        for i in range(1, 38)
+    ]
+
+    async def both() -> tuple[list[Any], list[Any]]:
+        sqlite = SqliteStore(tmp_path / "t.db")
+        await sqlite.open()
+        async with opened(database) as postgres:
+            out = []
+            for store in (sqlite, postgres):
+                await store.insert_records(rows)
+                out.append([await store.usage(UsageQuery(group_by=g)) for g in ("app", "day")])  # type: ignore[arg-type]
+        await sqlite.close()
+        return out[0], out[1]
+
+    on_sqlite, on_postgres = asyncio.run(both())
+    assert on_postgres == on_sqlite
