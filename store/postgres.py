@@ -24,6 +24,7 @@ _ROW_COLUMNS = "id, name, namespace, data, key_hash, created_at, updated_at"
 _RECORD_COLUMNS = [("ts" if f == "timestamp" else f) for f in RECORD_FIELDS]
 _MIGRATION_LOCK = 7_291_342_001  # pg_advisory_xact_lock key: Tollgate's migrations
 _DAY = "to_char(to_timestamp(ts) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+_USAGE_WORK_MEM = "64MB"
 CHANNEL = "tollgate_config"  # NOTIFY'd by every config write, at its commit
 
 
@@ -133,7 +134,15 @@ class PostgresStore:
 
     async def usage(self, query: UsageQuery) -> list[dict[str, object]]:
         statement, params = sql.usage_query(query, sql.Params("$"), _DAY, ordered_sets=True)
-        return [sql.usage_row(tuple(r)) for r in await self.pool.fetch(statement, *params)]
+        async with self.pool.acquire() as conn, conn.transaction(readonly=True):
+            # The percentiles sort each group's latencies: in memory, not in temporary files. And no plain
+            # index scan: grouped by app it would walk (app_id, ts) in index order, one random heap read
+            # per record (3 s for a month of a million records); a scan (bitmap for a short range) and
+            # a sort take 0.5 s.
+            await conn.execute(f"SET LOCAL work_mem = '{_USAGE_WORK_MEM}'")
+            await conn.execute("SET LOCAL enable_indexscan = off")
+            rows = await conn.fetch(statement, *params)
+        return [sql.usage_row(tuple(r)) for r in rows]
 
     async def spend(self, since: float) -> dict[str, float]:
         statement, params = sql.spend_query(since, sql.Params("$"))
