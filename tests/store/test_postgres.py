@@ -225,3 +225,27 @@ def test_usage_agrees_with_sqlite(database: str, tmp_path: Any) -> None:
 
     on_sqlite, on_postgres = asyncio.run(both())
     assert on_postgres == on_sqlite
+
+
+def test_rpm_is_exact_across_two_gateways_on_one_database_and_one_redis(
+    start_gateway: StartGateway, upstream: Any, upstream_url: str, database: str
+) -> None:
+    """rpm 30, 200 requests fired at both at once: exactly 30 through, counted once in the analytics."""
+    from tests.gateway.test_limits import (
+        REDIS_URL,
+        _assert_exactly_30_of_200,
+        _config,
+        _redis_prefix_flush,
+        fire,
+    )
+
+    _redis_prefix_flush()
+    env = {"TOLLGATE_SECRET_KEY": "a-shared-master-key-for-tests"}
+    config = _config(upstream_url, rate_limit={"rpm": 30})
+    one = start_gateway(config, "--db", database, "--redis", REDIS_URL, env=env)
+    two = start_gateway(None, "--db", database, "--redis", REDIS_URL, env=env)
+    _assert_exactly_30_of_200(fire([one.url, two.url], 200))
+    assert len(upstream.requests) == 30
+    time.sleep(1)
+    usage = one.admin("GET", "/api/v1/analytics/usage", params={"group_by": "app"}).json()["data"]
+    assert sum(row["requests"] for row in usage) == 200  # every answer and refusal, from both, once
