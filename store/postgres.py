@@ -16,11 +16,10 @@ from typing import Any
 import asyncpg
 
 from store import sql
-from store.base import KIND_NAMES, ConfigRows, Conflict, Delete, Op, Put, Row, StoreError
+from store.base import KIND_NAMES, ConfigRows, Conflict, Delete, Op, Row, StoreError
 from store.migrations import POSTGRES
 from store.records import RECORD_FIELDS, AnalyticsRecord, InteractionQuery, UsageQuery
 
-_ROW_COLUMNS = "id, name, namespace, data, key_hash, created_at, updated_at"
 _RECORD_COLUMNS = [("ts" if f == "timestamp" else f) for f in RECORD_FIELDS]
 _MIGRATION_LOCK = 7_291_342_001  # pg_advisory_xact_lock key: Tollgate's migrations
 _DAY = "to_char(to_timestamp(ts) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
@@ -95,19 +94,19 @@ class PostgresStore:
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             version = int(await conn.fetchval("SELECT value FROM meta WHERE key = 'config_version'") or 0)
             rows = {
-                kind: [_row(r) for r in await conn.fetch(f"SELECT {_ROW_COLUMNS} FROM {kind} ORDER BY id")]
+                kind: [_row(r) for r in await conn.fetch(f"SELECT {sql.ROW_COLUMNS} FROM {kind} ORDER BY id")]
                 for kind in KIND_NAMES
             }
         return ConfigRows(version, rows)
 
     async def get(self, kind: str, id: int) -> Row | None:
-        row = await self.pool.fetchrow(f"SELECT {_ROW_COLUMNS} FROM {_table(kind)} WHERE id = $1", id)
+        row = await self.pool.fetchrow(f"SELECT {sql.ROW_COLUMNS} FROM {sql.table(kind)} WHERE id = $1", id)
         return _row(row) if row else None
 
     async def find(self, kind: str, *, name: str | None = None, key_hash: str | None = None) -> Row | None:
         column, value = ("name", name) if name is not None else ("key_hash", key_hash)
         row = await self.pool.fetchrow(
-            f"SELECT {_ROW_COLUMNS} FROM {_table(kind)} WHERE {column} = $1", value
+            f"SELECT {sql.ROW_COLUMNS} FROM {sql.table(kind)} WHERE {column} = $1", value
         )
         return _row(row) if row else None
 
@@ -205,35 +204,11 @@ def _record_tuple(record: AnalyticsRecord) -> tuple[Any, ...]:
 
 async def _apply(conn: Any, op: Op, now: float) -> Row | None:
     if isinstance(op, Delete):
-        await conn.execute(f"DELETE FROM {_table(op.kind)} WHERE id = $1", op.id)
+        await conn.execute(f"DELETE FROM {sql.table(op.kind)} WHERE id = $1", op.id)
         return None
-    statement, params = _put_statement(_table(op.kind), op, now)
+    statement, params = sql.put_statement(op, now, sql.Params("$"))
     row = await conn.fetchrow(statement, *params)
     return _row(row) if row else None
-
-
-def _put_statement(table: str, op: Put, now: float) -> tuple[str, tuple[Any, ...]]:
-    if op.mode == "update":
-        return (
-            f"UPDATE {table} SET name = $1, namespace = $2, data = $3, key_hash = $4, updated_at = $5 "
-            f"WHERE id = $6 RETURNING {_ROW_COLUMNS}",
-            (op.name, op.namespace, op.data, op.key_hash, now, op.id),
-        )
-    columns = "name, namespace, data, key_hash, created_at, updated_at"
-    insert = f"INSERT INTO {table} ({columns}) VALUES ($1, $2, $3, $4, $5, $6)"
-    if op.mode == "upsert":
-        key_hash = f"COALESCE({table}.key_hash, excluded.key_hash)" if op.keep_key else "excluded.key_hash"
-        insert += (
-            " ON CONFLICT (name) DO UPDATE SET namespace = excluded.namespace, data = excluded.data,"
-            f" key_hash = {key_hash}, updated_at = excluded.updated_at"
-        )
-    return f"{insert} RETURNING {_ROW_COLUMNS}", (op.name, op.namespace, op.data, op.key_hash, now, now)
-
-
-def _table(kind: str) -> str:
-    if kind not in KIND_NAMES:  # table names are interpolated: only known kinds get through
-        raise StoreError(f"unknown entity kind {kind!r}")
-    return kind
 
 
 def _row(r: Any) -> Row:

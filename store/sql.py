@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 
+from store.base import KIND_NAMES, Put, StoreError
 from store.records import RECORD_FIELDS, AnalyticsRecord, InteractionQuery, UsageQuery
 
 # Record field → column (the timestamp column is `ts`: `timestamp` is a type name in SQL).
@@ -147,3 +148,41 @@ def spend_query(since: float, params: Params) -> tuple[str, list[Any]]:
 def spend_rows(rows: Iterable[Sequence[Any]]) -> dict[str, float]:
     """{"app:12": usd, "llm:3": usd}: the counters' budget keys (pipeline/limits.py)."""
     return {f"{kind}:{id}": float(cost or 0.0) for kind, id, cost in rows}
+
+
+ROW_COLUMNS = "id, name, namespace, data, key_hash, created_at, updated_at"
+
+
+def table(kind: str) -> str:
+    """The table of an entity kind (table names are interpolated: only known kinds get through)."""
+    if kind not in KIND_NAMES:
+        raise StoreError(f"unknown entity kind {kind!r}")
+    return kind
+
+
+def put_statement(op: Put, now: float, params: Params) -> tuple[str, list[Any]]:
+    """The statement of one Put (insert, upsert by name, or update by id), returning the row."""
+    name = table(op.kind)
+    if op.mode == "update":
+        sets = ", ".join(
+            f"{column} = {params.add(value)}"
+            for column, value in (
+                ("name", op.name), ("namespace", op.namespace), ("data", op.data),
+                ("key_hash", op.key_hash), ("updated_at", now),
+            )
+        )  # fmt: skip
+        return (
+            f"UPDATE {name} SET {sets} WHERE id = {params.add(op.id)} RETURNING {ROW_COLUMNS}",
+            params.values,
+        )
+    values = ", ".join(params.add(v) for v in (op.name, op.namespace, op.data, op.key_hash, now, now))
+    statement = (
+        f"INSERT INTO {name} (name, namespace, data, key_hash, created_at, updated_at) VALUES ({values})"
+    )
+    if op.mode == "upsert":
+        key_hash = f"COALESCE({name}.key_hash, excluded.key_hash)" if op.keep_key else "excluded.key_hash"
+        statement += (
+            " ON CONFLICT (name) DO UPDATE SET namespace = excluded.namespace, data = excluded.data,"
+            f" key_hash = {key_hash}, updated_at = excluded.updated_at"
+        )
+    return f"{statement} RETURNING {ROW_COLUMNS}", params.values

@@ -13,11 +13,10 @@ from typing import Any
 import aiosqlite
 
 from store import sql
-from store.base import KIND_NAMES, ConfigRows, Conflict, Delete, Op, Put, Row, StoreError
+from store.base import KIND_NAMES, ConfigRows, Conflict, Delete, Op, Row, StoreError
 from store.migrations import SQLITE
 from store.records import AnalyticsRecord, InteractionQuery, UsageQuery
 
-_ROW_COLUMNS = "id, name, namespace, data, key_hash, created_at, updated_at"
 _INSERT_RECORD = sql.insert_record_statement(sql.Params("?"))
 
 
@@ -86,18 +85,20 @@ class SqliteStore:
                 version = int((await cur.fetchone() or (0,))[0])
             rows: dict[str, list[Row]] = {}
             for kind in KIND_NAMES:
-                async with db.execute(f"SELECT {_ROW_COLUMNS} FROM {kind} ORDER BY id") as cur:
+                async with db.execute(f"SELECT {sql.ROW_COLUMNS} FROM {kind} ORDER BY id") as cur:
                     rows[kind] = [_row(r) for r in await cur.fetchall()]
         return ConfigRows(version, rows)
 
     async def get(self, kind: str, id: int) -> Row | None:
-        async with self.db.execute(f"SELECT {_ROW_COLUMNS} FROM {_table(kind)} WHERE id = ?", (id,)) as cur:
+        async with self.db.execute(
+            f"SELECT {sql.ROW_COLUMNS} FROM {sql.table(kind)} WHERE id = ?", (id,)
+        ) as cur:
             row = await cur.fetchone()
         return _row(row) if row else None
 
     async def find(self, kind: str, *, name: str | None = None, key_hash: str | None = None) -> Row | None:
         column, value = ("name", name) if name is not None else ("key_hash", key_hash)
-        query = f"SELECT {_ROW_COLUMNS} FROM {_table(kind)} WHERE {column} = ?"
+        query = f"SELECT {sql.ROW_COLUMNS} FROM {sql.table(kind)} WHERE {column} = ?"
         async with self.db.execute(query, (value,)) as cur:
             row = await cur.fetchone()
         return _row(row) if row else None
@@ -185,37 +186,12 @@ class SqliteStore:
 
 async def _apply(db: aiosqlite.Connection, op: Op, now: float) -> Row | None:
     if isinstance(op, Delete):
-        await db.execute(f"DELETE FROM {_table(op.kind)} WHERE id = ?", (op.id,))
+        await db.execute(f"DELETE FROM {sql.table(op.kind)} WHERE id = ?", (op.id,))
         return None
-    table = _table(op.kind)
-    statement, params = _put_statement(table, op, now)
+    statement, params = sql.put_statement(op, now, sql.Params("?"))
     async with db.execute(statement, params) as cur:
         row = await cur.fetchone()
     return _row(row) if row else None
-
-
-def _put_statement(table: str, op: Put, now: float) -> tuple[str, tuple[Any, ...]]:
-    if op.mode == "update":
-        return (
-            f"UPDATE {table} SET name = ?, namespace = ?, data = ?, key_hash = ?, updated_at = ? "
-            f"WHERE id = ? RETURNING {_ROW_COLUMNS}",
-            (op.name, op.namespace, op.data, op.key_hash, now, op.id),
-        )
-    columns = "name, namespace, data, key_hash, created_at, updated_at"
-    insert = f"INSERT INTO {table} ({columns}) VALUES (?, ?, ?, ?, ?, ?)"
-    if op.mode == "upsert":
-        key_hash = f"COALESCE({table}.key_hash, excluded.key_hash)" if op.keep_key else "excluded.key_hash"
-        insert += (
-            " ON CONFLICT (name) DO UPDATE SET namespace = excluded.namespace, data = excluded.data,"
-            f" key_hash = {key_hash}, updated_at = excluded.updated_at"
-        )
-    return f"{insert} RETURNING {_ROW_COLUMNS}", (op.name, op.namespace, op.data, op.key_hash, now, now)
-
-
-def _table(kind: str) -> str:
-    if kind not in KIND_NAMES:  # table names are interpolated: only known kinds get through
-        raise StoreError(f"unknown entity kind {kind!r}")
-    return kind
 
 
 def _row(r: Any) -> Row:

@@ -77,7 +77,6 @@ class EdgeAgent:
         self.namespace = settings.namespace
         self.key_ttl_s = settings.credential_ttl_s
         self.published: Published | None = None  # what this edge serves
-        self.connected = False
         self.on_apply: Callable[[], Awaitable[None]] = _nothing  # the runtime's reload
         self.counters: Callable[[], dict[str, int]] = dict  # extra heartbeat counters (the runtime's)
         self._state: ConfigState | None = None
@@ -227,7 +226,6 @@ class EdgeAgent:
                 log.exception("edge: the session with the hub failed")
             finally:
                 was_connected = self.connected
-                self.connected = False
                 self._stub = None
                 await channel.close(grace=None)
             failures = 1 if was_connected else failures + 1
@@ -254,8 +252,7 @@ class EdgeAgent:
             metadata=self._metadata,
             timeout=CALL_TIMEOUT_S,
         )
-        self.connected = True
-        self._stub = stub
+        self._stub = stub  # registered: lookups may use it
         log.info("edge %s: connected to the hub %s", self.edge_id, self.settings.hub)
         if reply.published_checksum and reply.published_checksum != self.checksum:
             await self._fetch(stub)
@@ -273,6 +270,11 @@ class EdgeAgent:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    @property
+    def connected(self) -> bool:
+        """Registered with the hub in the current session."""
+        return self._stub is not None
 
     @property
     def checksum(self) -> str:

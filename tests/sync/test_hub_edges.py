@@ -8,8 +8,6 @@ speaking control.proto stands in for an edge where the test must drive the proto
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import signal
 import subprocess
 import sys
@@ -22,16 +20,12 @@ import grpc
 import httpx
 import msgspec
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from store.records import AnalyticsRecord
 from sync import control_pb2 as pb
 from sync import control_pb2_grpc as pb_grpc
 from tests.conftest import StartGateway
-from tests.support import ADMIN_TOKEN, APP_KEY, Gateway, base_config, free_port
+from tests.support import ADMIN_TOKEN, APP_KEY, Gateway, base_config, free_port, self_signed
 
 TOKEN = "enrol-0123456789"
 EDGE_KEY = "tg-edge-app-key-0001"
@@ -333,34 +327,6 @@ def test_keys_are_pulled_on_miss_and_revoked(
     wait_until(lambda: chat(edge, key=created[0]["api_key"]) == 401, timeout=3, what="deleted app refused")
     wait_until(lambda: chat(edge, key=created[1]["api_key"]) == 401, timeout=3, what="disabled app refused")
     assert time.monotonic() - started < 3
-
-
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tollgate-hub")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "hub.crt", directory / "hub.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_path, key_path
 
 
 def test_tls_and_the_enrolment_token(
