@@ -52,11 +52,29 @@ class StartupError(Exception):
 
 
 class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signals to us (uvicorn would re-raise them and exit non-zero)."""
+    """A uvicorn server that leaves signals to us (uvicorn would re-raise them and exit non-zero) and
+    starts its shutdown as soon as `exit()` is called, not at its next 0.1 s tick."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+    def exit(self) -> None:
+        self.should_exit = True
+        if self._wake is not None:
+            self._wake.set()
+
+    _wake: asyncio.Event | None = None
+
+    async def main_loop(self) -> None:
+        self._wake = asyncio.Event()
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + 1) % 864000
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 0.1)  # uvicorn's tick, cut short by exit()
+            should_exit = await self.on_tick(counter)
 
 
 def make_server(app: ASGIApp, settings: Settings, *, timeout_s: float | None = None) -> _Server:
@@ -283,6 +301,9 @@ async def drain(runtime: Runtime, settings: Settings) -> None:
     await asyncio.sleep(settings.drain_s)
 
 
+MOCK = "mock upstream"
+
+
 def side_servers(
     settings: Settings,
     cfg: ConfigFile | None,
@@ -312,7 +333,7 @@ def side_servers(
 
         mock = cfg.mock_upstream
         server = make_server(MockOpenAI(api_key=mock.api_key), settings)
-        out.append(("mock upstream", server, bind(mock.host, mock.port)))
+        out.append((MOCK, server, bind(mock.host, mock.port)))
     return out
 
 
@@ -350,9 +371,14 @@ async def run_servers(
     stopping.append(asyncio.ensure_future(on_stop()))
     with contextlib.suppress(asyncio.CancelledError):
         await stopping[0]
-    for (_, server, _), task in zip(servers, tasks, strict=True):
-        server.should_exit = True  # one after the other: the mock must outlive the gateway's streams
-        await task
+    # The gateway and the admin API stop together; a bundled mock upstream last, after the gateway's
+    # streams from it have ended.
+    last = [(server, task) for (name, server, _), task in zip(servers, tasks, strict=True) if name == MOCK]
+    first = [(server, task) for (name, server, _), task in zip(servers, tasks, strict=True) if name != MOCK]
+    for group in (first, last):
+        for server, _ in group:
+            server.exit()
+        await asyncio.gather(*(task for _, task in group))
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.remove_signal_handler(sig)
 

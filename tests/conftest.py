@@ -15,7 +15,14 @@ import pytest
 
 from mocks.openai import MockOpenAI
 from mocks.server import ThreadedServer
-from tests.support import UPSTREAM_KEY, Gateway, base_config, create_database, drop_database
+from tests.support import (
+    UPSTREAM_KEY,
+    Gateway,
+    base_config,
+    create_database,
+    drop_database,
+    drop_test_stores,
+)
 
 StartGateway = Callable[..., Gateway]
 
@@ -86,3 +93,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ["TOLLGATE_TEST_STORE"] = config.getoption("store")
+    config.addinivalue_line(
+        "markers",
+        "one_store: runs in the SQLite pass only: it names its own store, or what it tests (a vendor's "
+        "wire format, the CLI) does not change with the store that records its calls",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With `--store postgres`, the `one_store` tests are deselected."""
+    if config.getoption("store") != "postgres":
+        return
+    fixed = [item for item in items if item.get_closest_marker("one_store")]
+    if fixed:
+        config.hook.pytest_deselected(items=fixed)
+        items[:] = [item for item in items if not item.get_closest_marker("one_store")]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_stores() -> Iterator[None]:
+    """The PostgreSQL databases made for `store_at` paths and test gateways are dropped when the run ends."""
+    yield
+    drop_test_stores()

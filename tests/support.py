@@ -18,6 +18,10 @@ import httpx
 import openai
 import yaml
 
+from store.base import Store
+from store.postgres import PostgresStore
+from store.sqlite import SqliteStore
+
 UPSTREAM_KEY = "sk-upstream-secret-0123456789abcdef"
 ADMIN_TOKEN = "admin-token-for-tests"
 APP_KEY = "tg-test-app-key-0001"
@@ -105,10 +109,11 @@ class Gateway:
         env = dict(env or {})
         self.database = ""  # with `pytest --store postgres`: this gateway's own fresh PostgreSQL database
         db_url = f"sqlite:///{self.db}"
-        if os.environ.get("TOLLGATE_TEST_STORE") == "postgres":
+        if on_postgres():
             env.setdefault("TOLLGATE_SECRET_KEY", "the-tests-shared-master-key")  # one for all gateways
             if "--db" not in args:
                 self.database = create_database()
+                _gateway_databases.append(self.database)  # dropped when the run ends, if not before
                 db_url = self.database
         command = [
             sys.executable,
@@ -236,7 +241,15 @@ def _pg(statement: str) -> None:
         finally:
             await conn.close()
 
-    asyncio.run(run())
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(run())
+    else:  # called from a test's own event loop (a store opened inside it): on a thread of its own
+        import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, run()).result()
 
 
 def create_database() -> str:
@@ -250,6 +263,33 @@ def create_database() -> str:
 
 def drop_database(url: str) -> None:
     _pg(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
+
+
+def on_postgres() -> bool:
+    """Whether this run puts the tests' stores on PostgreSQL (`pytest --store postgres`)."""
+    return os.environ.get("TOLLGATE_TEST_STORE") == "postgres"
+
+
+_databases: dict[Path, str] = {}  # a test store's path → its PostgreSQL database (with --store postgres)
+_gateway_databases: list[str] = []  # the databases test gateways were started on
+
+
+def store_at(path: Path) -> Store:
+    """The store a test opens at `path`: an SQLite file there, or with `--store postgres` a fresh PostgreSQL
+    database of its own (the same database each time `path` is opened again, as a file would be)."""
+    if not on_postgres():
+        return SqliteStore(path)
+    if path not in _databases:
+        _databases[path] = create_database()
+    return PostgresStore(_databases[path], pool_size=2)
+
+
+def drop_test_stores() -> None:
+    """Drop every database this run made for its stores and gateways."""
+    for url in [*_databases.values(), *_gateway_databases]:
+        drop_database(url)
+    _databases.clear()
+    _gateway_databases.clear()
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:

@@ -18,6 +18,8 @@ from mocks.anthropic import MockAnthropic
 from mocks.server import ThreadedServer
 from tests.support import APP_KEY, UPSTREAM_KEY, Gateway
 
+pytestmark = pytest.mark.one_store  # a vendor's wire format: the same on either store
+
 MODEL = "claude-haiku-4-5"
 DATED = "claude-haiku-4-5-20251001"
 MESSAGES: Any = [

@@ -12,6 +12,8 @@ from mocks.azure import MockAzureOpenAI
 from tests.gateway.openai_family import ANSWER, PNG, WEATHER, Records, cost, price, vendor_fixtures
 from tests.support import APP_KEY, UPSTREAM_KEY, Gateway
 
+pytestmark = pytest.mark.one_store  # a vendor's wire format: the same on either store
+
 USER: Any = [{"role": "user", "content": "Say hello to Tollgate"}]
 MINI = (0.15, 0.60, 0.075)
 

@@ -22,6 +22,8 @@ from mocks.bedrock import TEST_ACCESS_KEY, TEST_SECRET_KEY, MockBedrock
 from mocks.server import ThreadedServer
 from tests.support import APP_KEY, Gateway
 
+pytestmark = pytest.mark.one_store  # a vendor's wire format: the same on either store
+
 HAIKU = "anthropic.claude-3-haiku-20240307-v1:0"
 TITAN = "amazon.titan-embed-text-v2:0"
 COHERE = "cohere.embed-english-v3"

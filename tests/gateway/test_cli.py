@@ -27,6 +27,8 @@ from mocks.openai import MockOpenAI
 from tests.conftest import StartGateway
 from tests.support import ADMIN_TOKEN, APP_KEY, base_config, free_port, wait_ready
 
+pytestmark = pytest.mark.one_store  # the CLI's own --db (SQLite files it names)
+
 ROOT = Path(__file__).parents[2]
 EXAMPLE = ROOT / "examples" / "tollgate.yaml"
 EXAMPLE_MOCK = ("127.0.0.1", 9099)  # where examples/tollgate.yaml starts the bundled mock

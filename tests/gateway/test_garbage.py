@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from mocks.openai import MockOpenAI
 from tests.support import APP_KEY, Gateway
 
+pytestmark = pytest.mark.one_store  # refusals of malformed requests: the same on either store
+
 PATHS = ["/openai/gpt/v1/chat/completions", "/openai/gpt/v1/embeddings", "/proxy/gpt/chat/completions"]
 
 CLASSICS: list[bytes] = [

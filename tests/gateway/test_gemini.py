@@ -22,6 +22,8 @@ from mocks.server import ThreadedServer
 from mocks.vertex import MockVertex, service_account_info
 from tests.support import APP_KEY, Gateway
 
+pytestmark = pytest.mark.one_store  # a vendor's wire format: the same on either store
+
 GEMINI_KEY = "AIza-upstream-secret-0123456789"
 PROJECT = "proj-1"
 MODEL = "gemini-2.5-flash"

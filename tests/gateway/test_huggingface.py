@@ -13,6 +13,8 @@ from mocks.huggingface import MockHuggingFace
 from tests.gateway.openai_family import ANSWER, WEATHER, Records, cost, price, vendor_fixtures
 from tests.support import APP_KEY, UPSTREAM_KEY, Gateway
 
+pytestmark = pytest.mark.one_store  # a vendor's wire format: the same on either store
+
 LLAMA = "meta-llama/Llama-3.1-8B-Instruct"
 USER: Any = [{"role": "user", "content": "Say hello to Tollgate"}]
 RATES = (0.05, 0.08, 0.02)

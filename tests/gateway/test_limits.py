@@ -237,7 +237,7 @@ def test_an_llm_budget_and_its_state_survive_a_restart(start_gateway, upstream, 
     refused = fire([gw.url], 1)[0]
     assert refused.status_code == 402 and "LLM 'gpt'" in refused.json()["error"]["message"]
     assert gw.stop() == 0
-    again = start_gateway(None, "--db", f"sqlite:///{gw.db}")  # same database, no bootstrap
+    again = start_gateway(None, "--db", gw.db_url)  # same database, no bootstrap
     assert fire([again.url], 1)[0].status_code == 402
 
 

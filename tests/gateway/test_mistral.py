@@ -13,6 +13,8 @@ from mocks.mistral import MockMistral
 from tests.gateway.openai_family import ANSWER, PNG, WEATHER, Records, cost, price, vendor_fixtures
 from tests.support import APP_KEY, UPSTREAM_KEY, Gateway
 
+pytestmark = pytest.mark.one_store  # a vendor's wire format: the same on either store
+
 MODEL = "mistral-small-latest"
 USER: Any = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello to Tollgate"}]
 SMALL = (0.1, 0.3, 0.01)

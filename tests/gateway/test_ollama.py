@@ -19,6 +19,8 @@ from mocks.ollama import MockOllama
 from mocks.server import ThreadedServer
 from tests.support import APP_KEY, Gateway
 
+pytestmark = pytest.mark.one_store  # a vendor's wire format: the same on either store
+
 UPSTREAM_KEY = "ollama-proxy-token-0123456789"
 MESSAGES: Any = [
     {"role": "system", "content": "Be brief."},

@@ -16,6 +16,8 @@ import pytest
 from tests.conftest import StartGateway
 from tests.support import APP_KEY, base_config
 
+pytestmark = pytest.mark.one_store  # gRPC plugins: the same on either store
+
 ROOT = Path(__file__).resolve().parents[2]
 CHAOS = f"plugin:{sys.executable} {ROOT / 'tests' / 'plugins' / 'chaos.py'}"
 GUARD = f"plugin:{ROOT / 'examples' / 'plugins' / 'keyword_guard.py'}"

@@ -11,11 +11,14 @@ import threading
 import time
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from mocks.openai import MockOpenAI
 from tests.conftest import StartGateway
 from tests.support import APP_KEY, Gateway, base_config, free_port
+
+pytestmark = pytest.mark.one_store  # on PostgreSQL already, a database of its own
 
 ENV = {"TOLLGATE_SECRET_KEY": "a-shared-master-key-for-tests"}
 RATE = 40  # requests per second, steady

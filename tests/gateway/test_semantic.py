@@ -13,6 +13,8 @@ from mocks.openai import MockOpenAI
 from tests.conftest import StartGateway
 from tests.support import APP_KEY, Gateway, base_config
 
+pytestmark = pytest.mark.one_store  # the semantic cache's matching: the same on either store
+
 FRANCE = "What is the capital of France?"
 
 

@@ -24,6 +24,8 @@ from mocks.server import ThreadedServer
 from tests.conftest import StartGateway
 from tests.support import APP_KEY, Gateway
 
+pytestmark = pytest.mark.one_store  # the relay of streamed bytes: the same on either store
+
 KEY = "sk-stream-relay-key-0123456789"
 DELAY_S = 0.1
 PROMPT = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen"

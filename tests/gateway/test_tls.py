@@ -14,6 +14,8 @@ from mocks.server import ThreadedServer
 from tests.conftest import StartGateway
 from tests.support import APP_KEY, UPSTREAM_KEY, base_config, self_signed
 
+pytestmark = pytest.mark.one_store  # TLS to the upstream: the same on either store
+
 HELLO = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "over TLS"}]}
 
 

@@ -19,6 +19,8 @@ from mocks.vertex import MockVertex, service_account_info
 from tests.gateway.test_gemini import MODEL, PRICE, PROJECT, Setup, config
 from tests.support import APP_KEY, Gateway
 
+pytestmark = pytest.mark.one_store  # a vendor's wire format: the same on either store
+
 CLAUDE = "claude-sonnet-4-5@20250929"
 CLAUDE_PRICE = {"input_per_1m": 3.0, "output_per_1m": 15.0, "cache_read_per_1m": 0.3}
 MESSAGES: Any = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello"}]

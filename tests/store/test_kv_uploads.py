@@ -1,4 +1,4 @@
-"""The SQLite store's state beside the config (kv) and an edge's analytics upload: prefix reads, idempotent
+"""The store's state beside the config (kv) and an edge's analytics upload: prefix reads, idempotent
 batches with a watermark per source, reads after an id, pruning, and ids that are never reused."""
 
 from __future__ import annotations
@@ -8,17 +8,18 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+from store.base import Store
 from store.records import AnalyticsRecord
-from store.sqlite import SqliteStore
+from tests.support import store_at
 
 T = TypeVar("T")
 
 
-def with_store(path: Path, body: Callable[[SqliteStore], Awaitable[T]]) -> T:
-    """Open a real SQLite store at `path`, run `body` on it, close it."""
+def with_store(path: Path, body: Callable[[Store], Awaitable[T]]) -> T:
+    """Open the store at `path` (SQLite, or PostgreSQL with `--store postgres`), run `body`, close it."""
 
     async def main() -> T:
-        store = SqliteStore(path)
+        store = store_at(path)
         await store.open()
         try:
             return await body(store)
@@ -37,7 +38,7 @@ def batch(first: int, last: int) -> list[AnalyticsRecord]:
     return [record(i) for i in range(first, last + 1)]
 
 
-async def request_ids(store: SqliteStore) -> list[str]:
+async def request_ids(store: Store) -> list[str]:
     return [r.request_id for r in await store.records_after(0, 1000)]
 
 
@@ -59,7 +60,7 @@ def test_values_are_read_by_exact_case_sensitive_prefix(tmp_path: Path) -> None:
         "hub:edge:z": b"10",
     }
 
-    async def body(store: SqliteStore) -> None:
+    async def body(store: Store) -> None:
         await store.put_values(values)
         assert await store.get_values("edge:") == {k: v for k, v in values.items() if k.startswith("edge:")}
         assert await store.get_values("Edge:") == {"Edge:x": b"5"}
@@ -73,7 +74,7 @@ def test_values_are_read_by_exact_case_sensitive_prefix(tmp_path: Path) -> None:
 def test_none_deletes_and_a_value_overwrites(tmp_path: Path) -> None:
     """A None value deletes its key (a missing key is no error); another value replaces the old one."""
 
-    async def body(store: SqliteStore) -> None:
+    async def body(store: Store) -> None:
         await store.put_values({"edge:a": b"1", "edge:b": b"2", "edge:c": b"3"})
         await store.put_values({"edge:a": None, "edge:b": b"two", "edge:missing": None})
         assert await store.get_values("edge:") == {"edge:b": b"two", "edge:c": b"3"}
@@ -84,7 +85,7 @@ def test_none_deletes_and_a_value_overwrites(tmp_path: Path) -> None:
 def test_kv_writes_do_not_bump_the_config_version(tmp_path: Path) -> None:
     """kv writes and deletes leave config_version alone (gateways do not rebuild for them)."""
 
-    async def body(store: SqliteStore) -> None:
+    async def body(store: Store) -> None:
         before = await store.config_version()
         await store.put_values({"edge:a": b"1"})
         await store.put_values({"edge:a": None})
@@ -106,7 +107,7 @@ def test_values_survive_reopening(tmp_path: Path) -> None:
 def test_a_batch_sent_twice_lands_once(tmp_path: Path) -> None:
     """The same batch inserted twice: (10, 10) then (0, 10), and ten rows."""
 
-    async def body(store: SqliteStore) -> None:
+    async def body(store: Store) -> None:
         assert await store.insert_uploaded("edge-a", batch(1, 10)) == (10, 10)
         assert await store.insert_uploaded("edge-a", batch(1, 10)) == (0, 10)
         assert await request_ids(store) == [f"r{i}" for i in range(1, 11)]
@@ -117,7 +118,7 @@ def test_a_batch_sent_twice_lands_once(tmp_path: Path) -> None:
 def test_an_overlapping_batch_inserts_only_what_is_new(tmp_path: Path) -> None:
     """Ids 1-10 then 5-15: the second batch inserts 11-15 and moves the watermark to 15."""
 
-    async def body(store: SqliteStore) -> None:
+    async def body(store: Store) -> None:
         assert await store.insert_uploaded("edge-a", batch(1, 10)) == (10, 10)
         assert await store.insert_uploaded("edge-a", batch(5, 15)) == (5, 15)
         assert await request_ids(store) == [f"r{i}" for i in range(1, 16)]
@@ -128,7 +129,7 @@ def test_an_overlapping_batch_inserts_only_what_is_new(tmp_path: Path) -> None:
 def test_an_empty_or_old_batch_keeps_the_watermark(tmp_path: Path) -> None:
     """An empty batch answers (0, watermark): 0 for a new source; an older batch does not move it back."""
 
-    async def body(store: SqliteStore) -> None:
+    async def body(store: Store) -> None:
         assert await store.insert_uploaded("edge-a", []) == (0, 0)
         assert await store.insert_uploaded("edge-a", batch(1, 10)) == (10, 10)
         assert await store.insert_uploaded("edge-a", batch(3, 7)) == (0, 10)
@@ -141,7 +142,7 @@ def test_an_empty_or_old_batch_keeps_the_watermark(tmp_path: Path) -> None:
 def test_sources_have_independent_watermarks(tmp_path: Path) -> None:
     """Two edges with the same ids: each one's rows land once, each watermark moves alone."""
 
-    async def body(store: SqliteStore) -> None:
+    async def body(store: Store) -> None:
         assert await store.insert_uploaded("edge-a", batch(1, 10)) == (10, 10)
         assert await store.insert_uploaded("edge-b", batch(1, 5)) == (5, 5)
         assert await store.insert_uploaded("edge-a", batch(1, 10)) == (0, 10)
@@ -164,7 +165,7 @@ def test_records_after_returns_ascending_ids(tmp_path: Path) -> None:
     """records_after(after_id, limit): at most `limit` records above `after_id`, ids ascending, whatever
     their timestamps."""
 
-    async def body(store: SqliteStore) -> None:
+    async def body(store: Store) -> None:
         await store.insert_records([record(0, ts=1_700_000_000.0 - i) for i in range(10)])  # newest first
         ids = [r.id for r in await store.records_after(0, 100)]
         assert len(ids) == 10 and ids == sorted(ids) and len(set(ids)) == 10
@@ -178,7 +179,7 @@ def test_records_after_returns_ascending_ids(tmp_path: Path) -> None:
 def test_prune_deletes_only_old_rows_up_to_the_id(tmp_path: Path) -> None:
     """prune_records(upto_id, before) deletes rows with id <= upto_id and ts < before, no other."""
 
-    async def body(store: SqliteStore) -> None:
+    async def body(store: Store) -> None:
         # odd rows are old (ts 100), even rows new (ts 200)
         await store.insert_records([record(0, ts=100.0 if i % 2 else 200.0) for i in range(1, 11)])
         rows = await store.records_after(0, 100)
@@ -194,7 +195,7 @@ def test_prune_deletes_only_old_rows_up_to_the_id(tmp_path: Path) -> None:
 def test_ids_are_never_reused_after_pruning(tmp_path: Path) -> None:
     """After pruning every row, the next insert gets a higher id than any before (AUTOINCREMENT)."""
 
-    async def body(store: SqliteStore) -> None:
+    async def body(store: Store) -> None:
         await store.insert_records(batch(1, 5))
         highest = (await store.records_after(0, 100))[-1].id
         assert await store.prune_records(highest, before=float("inf")) == 5

@@ -21,6 +21,8 @@ from tests.conftest import StartGateway
 from tests.support import APP_KEY, base_config
 from tests.support import PG_ADMIN_URL as ADMIN_URL
 
+pytestmark = pytest.mark.one_store  # on PostgreSQL already, a database per test
+
 T = TypeVar("T")
 
 

@@ -270,16 +270,15 @@ def test_edges_serve_without_the_hub_and_upload_each_record_once(
     assert any("unreachable" in w for w in ready.json()["warnings"])
 
     assert edge.stop() == 0
-    restarted = Gateway(
-        edge.tmp, None, *edge_args(hub, "edge-1", "", *extra), env={"TOLLGATE_EDGE_TOKEN": TOKEN}
-    )
+    args = ("--db", edge.db_url, *edge_args(hub, "edge-1", "", *extra))  # its store: its cache
+    restarted = Gateway(edge.tmp, None, *args, env={"TOLLGATE_EDGE_TOKEN": TOKEN})
     try:
         restarted.wait_ready()  # from its cache: the hub is still down
         sent += [chat(restarted) for _ in range(5)]
         assert sent == [200] * 15
         assert sync_of(restarted)["hub_connected"] is False
 
-        hub_args = ("--mode", "control", "--grpc-port", str(hub.grpc_port))
+        hub_args = ("--db", hub.gateway.db_url, "--mode", "control", "--grpc-port", str(hub.grpc_port))
         back = Gateway(hub.gateway.tmp, hub_config_of(hub), *hub_args, env={"TOLLGATE_EDGE_TOKEN": TOKEN})
         try:
             back.wait_ready()

@@ -1,4 +1,5 @@
-"""Snapshots built the real way: a config file, bootstrapped into SQLite, read back and compiled.
+"""Snapshots built the real way: a config file, bootstrapped into the store (SQLite, or PostgreSQL with
+`pytest --store postgres`), read back and compiled.
 
 What the hot path relies on: grants resolved through the owner's role and groups, apps keyed by the hash
 of their key, credentials opened into the bound provider, unserved slugs and a warning for every
@@ -13,19 +14,19 @@ import hashlib
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import pytest
 
 from providers.base import Call, Operation
 from store.base import Delete, Store
-from store.sqlite import SqliteStore
 from sync.bootstrap import apply_bootstrap
 from sync.model import ConfigFile
 from sync.secrets import SecretBox, SecretError
 from sync.snapshot import Snapshot, build
 from sync.state import ConfigState
+from tests.support import store_at
 
 BOX = SecretBox(bytes(range(32)))
 UPSTREAM_KEY = "sk-upstream-plaintext-0001"
@@ -57,8 +58,8 @@ def config(raw: dict[str, Any]) -> ConfigFile:
     return msgspec.convert(raw, ConfigFile)
 
 
-async def _open(db: Path) -> SqliteStore:
-    store = SqliteStore(db)
+async def _open(db: Path) -> Store:
+    store = store_at(db)
     await store.open()
     return store
 
@@ -248,6 +249,7 @@ def test_apps_are_keyed_by_the_sha256_of_their_key(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("slug", "plaintext"), [("gpt", UPSTREAM_KEY), ("lit", LITERAL_KEY)], ids=["secret", "literal"]
 )
+@pytest.mark.one_store  # reads the SQLite files; test_admin.py looks in a PostgreSQL store
 def test_credentials_reach_the_provider_in_plaintext_and_not_the_store(
     tmp_path: Path, slug: str, plaintext: str
 ) -> None:
@@ -454,19 +456,22 @@ def test_a_changed_fixed_key_replaces_the_old_one_and_a_removed_one_is_kept(tmp_
     assert first.apps[sha("tg-bot-key-0001")].id == removed.apps[sha("tg-bot-key-0002")].id
 
 
-class GatedStore(SqliteStore):
+class GatedStore:
     """A real store that holds its first write until every racer has read the config: forces the race."""
 
-    def __init__(self, path: Path, gate: asyncio.Barrier) -> None:
-        super().__init__(path)
+    def __init__(self, store: Store, gate: asyncio.Barrier) -> None:
+        self.store = store
         self.gate = gate
         self.waited = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
 
     async def write(self, ops: Any) -> Any:
         if not self.waited:
             self.waited = True
             await self.gate.wait()
-        return await super().write(ops)
+        return await self.store.write(ops)
 
 
 @pytest.mark.parametrize("gated", [True, False], ids=["forced race", "free race"])
@@ -478,7 +483,7 @@ def test_a_generated_key_race_returns_the_key_only_to_its_winner(tmp_path: Path,
 
     async def main() -> tuple[list[list[tuple[str, str]]], Snapshot]:
         gate = asyncio.Barrier(2)
-        stores = [GatedStore(db, gate) if gated else SqliteStore(db) for _ in range(2)]
+        stores = [cast(Store, GatedStore(store_at(db), gate)) if gated else store_at(db) for _ in range(2)]
         for store in stores:
             await store.open()
         try:

@@ -1,5 +1,8 @@
-"""The SQLite store on real files: migrations once whoever starts first, one transaction per write, upserts
-that keep ids, and the analytics queries (filters, order, usage with nearest-rank latency percentiles)."""
+"""The store: migrations once whoever starts first, one transaction per write, upserts that keep ids, and
+the analytics queries (filters, order, usage with nearest-rank latency percentiles).
+
+On SQLite files, or with `pytest --store postgres` on a fresh PostgreSQL database per store; the tests of
+the SQLite file itself (WAL, processes racing on one file, a broken file) are `one_store`."""
 
 from __future__ import annotations
 
@@ -15,17 +18,18 @@ from typing import Any, TypeVar
 
 import pytest
 
-from store.base import Conflict, Delete, Put, Row, StoreError
+from store.base import Conflict, Delete, Put, Row, Store, StoreError
 from store.migrations import SQLITE
 from store.records import AnalyticsRecord, GroupBy, InteractionQuery, UsageQuery
 from store.sqlite import SqliteStore
+from tests.support import store_at
 
 T = TypeVar("T")
 
 
 @asynccontextmanager
-async def opened(path: Path) -> AsyncIterator[SqliteStore]:
-    store = SqliteStore(path)
+async def opened(path: Path) -> AsyncIterator[Store]:
+    store = store_at(path)
     await store.open()
     try:
         yield store
@@ -33,7 +37,7 @@ async def opened(path: Path) -> AsyncIterator[SqliteStore]:
         await store.close()
 
 
-def with_store(path: Path, body: Callable[[SqliteStore], Awaitable[T]]) -> T:
+def with_store(path: Path, body: Callable[[Store], Awaitable[T]]) -> T:
     """Open the store at `path`, run `body` on it, close it: one event loop per call, as a process would."""
 
     async def main() -> T:
@@ -56,6 +60,7 @@ def query(path: Path, statement: str) -> list[tuple[Any, ...]]:
 # --- migrations --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.one_store
 def test_opening_twice_migrates_once_in_wal_mode(tmp_path: Path) -> None:
     db = tmp_path / "t.db"
     for _ in range(2):
@@ -69,12 +74,13 @@ def _open_and_upsert(path: str, index: int, barrier: Any) -> None:
     """A spawned process: wait for the others, then open (and so migrate) and write one upsert."""
     barrier.wait()
 
-    async def body(store: SqliteStore) -> None:
+    async def body(store: Store) -> None:
         await store.write([put("shared@example.com", b'{"by": %d}' % index), put(f"u{index}@example.com")])
 
     with_store(Path(path), body)
 
 
+@pytest.mark.one_store
 def test_eight_processes_starting_together_migrate_once(tmp_path: Path) -> None:
     db = tmp_path / "t.db"
     context = multiprocessing.get_context("spawn")
@@ -104,7 +110,7 @@ CONFLICTS = [
 
 @pytest.mark.parametrize("ops", [c[1] for c in CONFLICTS], ids=[c[0] for c in CONFLICTS])
 def test_a_conflicting_write_leaves_nothing_of_the_batch(tmp_path: Path, ops: list[Put]) -> None:
-    async def body(store: SqliteStore) -> tuple[int, int, list[str]]:
+    async def body(store: Store) -> tuple[int, int, list[str]]:
         await store.write([put("old@x", key_hash="k-old")])
         before = await store.config_version()
         with pytest.raises(Conflict):
@@ -118,7 +124,7 @@ def test_a_conflicting_write_leaves_nothing_of_the_batch(tmp_path: Path, ops: li
 
 
 def test_the_config_version_moves_by_one_per_successful_write(tmp_path: Path) -> None:
-    async def body(store: SqliteStore) -> list[int]:
+    async def body(store: Store) -> list[int]:
         versions = [await store.config_version()]
         await store.write([put("a@x"), put("b@x"), put("c@x", kind="groups")])
         versions.append(await store.config_version())
@@ -135,7 +141,7 @@ def test_the_config_version_moves_by_one_per_successful_write(tmp_path: Path) ->
 
 
 def test_upsert_by_name_keeps_the_id_and_the_key_only_when_asked(tmp_path: Path) -> None:
-    async def body(store: SqliteStore) -> list[Row | None]:
+    async def body(store: Store) -> list[Row | None]:
         first = (await store.write([put("bot", b'{"v": 1}', kind="apps", key_hash="h1")]))[0]
         kept = (await store.write([put("bot", b'{"v": 2}', kind="apps", key_hash="h2", keep_key=True)]))[0]
         replaced = (await store.write([put("bot", b'{"v": 3}', kind="apps", key_hash="h3")]))[0]
@@ -152,7 +158,7 @@ def test_upsert_by_name_keeps_the_id_and_the_key_only_when_asked(tmp_path: Path)
 
 
 def test_keep_key_takes_the_new_key_when_the_row_has_none(tmp_path: Path) -> None:
-    async def body(store: SqliteStore) -> Row | None:
+    async def body(store: Store) -> Row | None:
         await store.write([put("bot", kind="apps")])
         return (await store.write([put("bot", kind="apps", key_hash="h1", keep_key=True)]))[0]
 
@@ -161,7 +167,7 @@ def test_keep_key_takes_the_new_key_when_the_row_has_none(tmp_path: Path) -> Non
 
 
 def test_find_get_update_and_delete(tmp_path: Path) -> None:
-    async def body(store: SqliteStore) -> dict[str, Any]:
+    async def body(store: Store) -> dict[str, Any]:
         row = (await store.write([put("bot", b'{"a": 1}', kind="apps", key_hash="h1", namespace="eu")]))[0]
         assert row is not None
         out: dict[str, Any] = {
@@ -198,7 +204,7 @@ def test_find_get_update_and_delete(tmp_path: Path) -> None:
 
 
 def test_an_unknown_kind_is_refused(tmp_path: Path) -> None:
-    async def body(store: SqliteStore) -> None:
+    async def body(store: Store) -> None:
         with pytest.raises(StoreError):
             await store.get("apps; DROP TABLE apps", 1)
         with pytest.raises(StoreError):
@@ -210,7 +216,7 @@ def test_an_unknown_kind_is_refused(tmp_path: Path) -> None:
 
 def test_a_closed_store_says_so(tmp_path: Path) -> None:
     async def body() -> None:
-        store = SqliteStore(tmp_path / "t.db")
+        store = store_at(tmp_path / "t.db")
         with pytest.raises(StoreError, match="not open"):
             await store.config_version()
 
@@ -223,6 +229,7 @@ def _broken_db(tmp_path: Path) -> Path:
     return db
 
 
+@pytest.mark.one_store
 def test_a_broken_database_fails_to_open_with_a_store_error(tmp_path: Path) -> None:
     async def main() -> None:
         store = SqliteStore(_broken_db(tmp_path))
@@ -235,6 +242,7 @@ def test_a_broken_database_fails_to_open_with_a_store_error(tmp_path: Path) -> N
     asyncio.run(main())
 
 
+@pytest.mark.one_store
 def test_a_failed_open_leaves_no_thread_behind(tmp_path: Path) -> None:
     async def main() -> list[threading.Thread]:
         before = set(threading.enumerate())
@@ -288,7 +296,7 @@ RECORDS = [
 def analytics_db(tmp_path: Path) -> Path:
     db = tmp_path / "t.db"
 
-    async def body(store: SqliteStore) -> None:
+    async def body(store: Store) -> None:
         await store.insert_records(RECORDS[:3])
         await store.insert_records(RECORDS[3:])
 
@@ -343,7 +351,7 @@ def test_equal_timestamps_keep_the_order_of_recording(tmp_path: Path) -> None:
     db = tmp_path / "t.db"
     names = [f"q{i}" for i in range(20)]
 
-    async def body(store: SqliteStore) -> None:
+    async def body(store: Store) -> None:
         for name in names[:10]:
             await store.insert_records([record(T0, name)])
         await store.insert_records([record(T0, name) for name in names[10:]])
