@@ -65,6 +65,9 @@ class FailoverCounters:
             self.primary.name,
             self.fallback.name,
         )
+        # A request admitted on a lease makes no call that could fail: a lost settlement is how a
+        # primary gone away shows first.
+        self._failed(CountersUnavailable(f"{len(settles)} settlements not sent"))
         for settle in settles:
             self.fallback.defer_settle(settle)
 

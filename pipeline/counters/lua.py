@@ -5,8 +5,15 @@ Keys (all under one hash tag `{<prefix>}` so a script's keys share a cluster slo
   t:<window>          hash, tpm buckets: bucket number (ms // bucket_ms) → tokens
   b:<month>:<budget>  hash: s = spent, r = reserved (the sum of the reservations in flight)
   h:<month>:<budget>  sorted set: "<reservation>:<amount>" → the ms it expires at
-An rpm log and the tpm buckets expire once idle for a window; a month's budget keys BUDGET_TTL_MS after
-its first use.
+An rpm log and the tpm buckets expire once idle for a window (and a lease); a month's budget keys
+BUDGET_TTL_MS after its first use.
+
+Leases (pipeline/counters/leases.py): an admit far from a limit also hands its gateway some of what is left,
+to spend without asking again. An rpm lease is `n` members "<member>#<k>" scored at the lease's end, so
+each stands for a request made before that moment and is counted for a whole window after it; a budget
+lease is a reservation "<member>#b:<amount>" like a request's. Neither is granted when it would cover
+fewer than MIN_UNITS requests or more than a HEADROOMth of what is left: small limits, and every limit
+near its end, are counted here request by request.
 """
 
 from __future__ import annotations
@@ -15,17 +22,23 @@ import hashlib
 
 from pipeline.counters.local import BUCKETS
 
+HEADROOM = 4  # a lease is granted only while at least this many times it is left
+MIN_UNITS = 8  # and only when it covers at least this many requests (or their reservations)
+
 CLOCK = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
 # KEYS: r, t per window, then b, h per budget. ARGV: window_ms, bucket_ms, windows, (rpm, tpm) per
-# window, limit per budget, reserve, hold_ms, ttl_ms, reservation. Returns {allowed, kind (1 rpm,
-# 2 tpm, 3 budget), index of the refusing window or budget, retry_after_ms, 4 numbers per window}.
+# window, limit per budget, reserve, hold_ms, ttl_ms, reservation, lease_ms, then the lease wanted per
+# window (requests) and per budget (nano-USD). Returns {allowed, kind (1 rpm, 2 tpm, 3 budget), index of
+# the refusing window or budget, retry_after_ms, member, 4 numbers per window, the lease granted per
+# window, then per budget}.
 ADMIT = (
-    CLOCK
-    + """
+    (
+        CLOCK
+        + """
 local window, bucket_ms, nw = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local first = math.floor(now / bucket_ms) - $BUCKETS
 local kind, index, retry, out, counts = 0, 0, 0, {}, {}
@@ -80,7 +93,10 @@ local nb = (#KEYS - 2 * nw) / 2
 local base = 4 + 2 * nw
 local reserve, hold_ms = tonumber(ARGV[base + nb]), tonumber(ARGV[base + nb + 1])
 local ttl, id = ARGV[base + nb + 2], ARGV[base + nb + 3]
-local fresh = {}
+local lease_ms = tonumber(ARGV[base + nb + 4])
+local wants = base + nb + 4  -- ARGV[wants + i]: window i's lease; ARGV[wants + nw + j]: budget j's
+local limits, fresh, granted = {}, {}, {}
+for x = 1, nw + nb do granted[x] = 0 end
 if kind == 0 then
   for j = 1, nb do
     local b, h = KEYS[2 * nw + 2 * j - 1], KEYS[2 * nw + 2 * j]
@@ -88,6 +104,7 @@ if kind == 0 then
     fresh[j] = not state[1] and not state[2]
     local spent, reserved = tonumber(state[1]) or 0, tonumber(state[2]) or 0
     local limit = tonumber(ARGV[base + j - 1])
+    limits[j] = limit
     if spent + reserved >= limit then
       -- before refusing: release reservations never settled (their gateway died), then look again
       local gone = redis.call('ZRANGEBYSCORE', h, '-inf', now)
@@ -105,37 +122,62 @@ if kind == 0 then
     end
   end
 end
+local member = t[1] .. '.' .. t[2] .. ':' .. id
 if kind == 0 then
-  local member = t[1] .. '.' .. t[2] .. ':' .. id
   for i = 1, nw do
-    if tonumber(ARGV[2 + 2 * i]) > 0 then
-      redis.call('ZADD', KEYS[2 * i - 1], now, member)
-      redis.call('PEXPIRE', KEYS[2 * i - 1], window)
-      out[i][1] = out[i][1] - 1
+    local rpm = tonumber(ARGV[2 + 2 * i])
+    if rpm > 0 then
+      local rkey = KEYS[2 * i - 1]
+      redis.call('ZADD', rkey, now, member)
+      local grant = math.min(tonumber(ARGV[wants + i]), math.floor((rpm - counts[i] - 1) / $HEADROOM))
+      if grant >= $MIN_UNITS then  -- each leased request is counted as made at the lease's end
+        local add = {}
+        for k = 1, grant do
+          add[2 * k - 1], add[2 * k] = now + lease_ms, member .. '#' .. k
+        end
+        redis.call('ZADD', rkey, unpack(add))
+        granted[i] = grant
+      end
+      redis.call('PEXPIRE', rkey, window + lease_ms)
+      out[i][1] = out[i][1] - 1 - granted[i]
       if counts[i] == 0 then out[i][2] = window end
     end
   end
-  if reserve > 0 then
-    for j = 1, nb do
-      local b, h = KEYS[2 * nw + 2 * j - 1], KEYS[2 * nw + 2 * j]
-      -- a reservation is the member "<id>:<amount>", scored by when it expires
-      if redis.call('ZADD', h, 'NX', now + hold_ms, id .. ':' .. reserve) == 1 then
-        redis.call('HINCRBY', b, 'r', reserve)
+  for j = 1, nb do
+    local b, h = KEYS[2 * nw + 2 * j - 1], KEYS[2 * nw + 2 * j]
+    -- a reservation is the member "<id>:<amount>", scored by when it expires
+    if reserve > 0 and redis.call('ZADD', h, 'NX', now + hold_ms, id .. ':' .. reserve) == 1 then
+      redis.call('HINCRBY', b, 'r', reserve)
+    end
+    local want = tonumber(ARGV[wants + nw + j])
+    if want > 0 then
+      local state = redis.call('HMGET', b, 's', 'r')
+      local free = limits[j] - (tonumber(state[1]) or 0) - (tonumber(state[2]) or 0)
+      local grant = math.min(want, math.floor(free / $HEADROOM))
+      if grant >= $MIN_UNITS * math.max(reserve, 1)
+          and redis.call('ZADD', h, 'NX', now + hold_ms, member .. '#b:' .. grant) == 1 then
+        redis.call('HINCRBY', b, 'r', grant)
+        granted[nw + j] = grant
       end
-      if fresh[j] then  -- a month's budget keys live 40 days from their first use
-        redis.call('PEXPIRE', b, ttl)
-        redis.call('PEXPIRE', h, ttl)
-      end
+    end
+    if fresh[j] then  -- a month's budget keys live 40 days from their first use
+      redis.call('PEXPIRE', b, ttl)
+      redis.call('PEXPIRE', h, ttl)
     end
   end
 end
-local reply = {kind == 0 and 1 or 0, kind, index, retry}
+local reply = {kind == 0 and 1 or 0, kind, index, retry, member}
 for i = 1, nw do
   for k = 1, 4 do reply[#reply + 1] = math.max(0, out[i][k]) end
 end
+for x = 1, nw + nb do reply[#reply + 1] = granted[x] end
 return reply
 """
-).replace("$BUCKETS", str(BUCKETS))
+    )
+    .replace("$BUCKETS", str(BUCKETS))
+    .replace("$HEADROOM", str(HEADROOM))
+    .replace("$MIN_UNITS", str(MIN_UNITS))
+)
 
 # KEYS: t per window, then b, h per budget. ARGV: bucket_ms, windows, tokens, reservation, cost, ttl_ms,
 # reserved.
@@ -191,8 +233,9 @@ class Script:
         self.sha = hashlib.sha1(self.source).hexdigest().encode()
 
 
-# Settlements deferred by `defer_settle` travel with the next admit (or alone after SETTLE_DELAY_S): one
-# script call runs them in order. ARGV: the number of ops, then per op its kind ("s" or "a"), its number
+# Settlements deferred by `defer_settle` (and leases given back) travel with the next admit (or alone after
+# SETTLE_DELAY_S): one script call runs them in order. ARGV: the number of ops, then per op its kind ("s"
+# settle, "z" the members to remove from an rpm log, "a" admit), its number
 # of keys and of args, and its args; KEYS: every op's keys in order. Returns the admit's reply, else 0.
 BATCH = f"""
 local function settle(KEYS, ARGV)
@@ -208,7 +251,13 @@ for _ = 1, tonumber(ARGV[1]) do
   local keys, args = {{}}, {{}}
   for x = 1, nk do keys[x] = KEYS[ki]; ki = ki + 1 end
   for x = 1, na do args[x] = ARGV[ai]; ai = ai + 1 end
-  if kind == 'a' then reply = admit(keys, args) else settle(keys, args) end
+  if kind == 'a' then
+    reply = admit(keys, args)
+  elseif kind == 'z' then  -- leased requests not made: no longer counted
+    redis.call('ZREM', keys[1], unpack(args))
+  else
+    settle(keys, args)
+  end
 end
 return reply
 """

@@ -1,6 +1,9 @@
 """Counters in Redis, shared by every worker of every gateway: admit, settle and seed are one Lua script
 call each (one round trip), timed by Redis's own clock (pipeline/counters/lua.py has the scripts and the
-keys). A settlement goes at once when the connection is idle, else it rides with the next admit.
+keys). Settlements are sent in batches, every SETTLE_DELAY_S or with the next admit.
+
+Far from its limits a request makes no round trip at all: it spends a lease (pipeline/counters/leases.py)
+that an earlier admit brought back.
 """
 
 from __future__ import annotations
@@ -13,13 +16,14 @@ from typing import Any
 import hiredis
 
 from pipeline.counters.base import WINDOW_MS, Answer, Ask, CountersUnavailable, Settle, WindowState
+from pipeline.counters.leases import LEASE_MS, LeaseBook, Release, now_ms
 from pipeline.counters.local import BUCKETS, BUDGET_TTL_MS
 from pipeline.counters.lua import SCRIPTS, Script
 from pipeline.counters.resp import RedisConnection
 
 log = logging.getLogger("tollgate.counters")
 
-SETTLE_DELAY_S = 0.002  # a deferred settlement waits this long for an admit to travel with
+SETTLE_DELAY_S = 0.005  # deferred settlements are sent together after this long (or with an admit)
 _REFUSALS = ("", "rpm:", "tpm:", "budget:")
 
 
@@ -31,29 +35,41 @@ class RedisCounters:
         self.prefix = "{" + prefix + "}"
         self.window_ms = window_ms
         self.bucket_ms = max(1, window_ms // BUCKETS)
-        self._deferred: list[Settle] = []  # settlements not sent yet
+        self._deferred: list[Settle | Release] = []  # settlements (and leases given back) not sent yet
         self._timer: asyncio.TimerHandle | None = None
+        self.leases = LeaseBook()
+        self._sweep_timer: asyncio.TimerHandle | None = None
         # Settlements Redis could not take (it went away): FailoverCounters books them on its fallback.
         self.on_unsent: Callable[[list[Settle]], None] | None = None
 
     def defer_settle(self, settle: Settle) -> None:
-        """Book `settle` without waiting. On an idle connection it is sent at once (Redis runs it before
-        the next request arrives, off that request's path); while calls are in flight it waits for the
-        next admit to travel with, or SETTLE_DELAY_S: under load, half the round trips and script calls.
-        Settlements that cannot be sent (Redis gone) go to `on_unsent`."""
-        protocol = self.redis.idle()
-        if protocol is not None and not self._deferred:
-            keys, args = self._settle_op(settle)
-            script = SCRIPTS["settle"]
-            sent = protocol.call(hiredis.pack_command((b"EVALSHA", script.sha, len(keys), *keys, *args)))
-            sent.add_done_callback(lambda done: self._settled(done, settle))
-            return
-        self._defer(settle)
+        """Book `settle` without waiting: it waits SETTLE_DELAY_S, or for the next admit, to travel with the
+        others (one script call for all). Settlements that cannot be sent (Redis gone) go to `on_unsent`."""
+        self._defer(self.leases.settle(settle))
+        if self.leases.returns:
+            self._take_returns()
 
-    def _defer(self, settle: Settle) -> None:
-        self._deferred.append(settle)
+    def _defer(self, op: Settle | Release) -> None:
+        self._deferred.append(op)
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(SETTLE_DELAY_S, self._send_deferred)
+
+    def _take_returns(self) -> None:
+        """What ended leases give back goes with the deferred settlements."""
+        for op in self.leases.take_returns():
+            self._defer(op)
+
+    def _sweep(self) -> None:
+        """Leases end even when no request comes: a timer gives back what they hold."""
+        self._sweep_timer = None
+        self.leases.sweep(now_ms())
+        self._take_returns()
+        self._arm_sweep()
+
+    def _arm_sweep(self) -> None:
+        if self._sweep_timer is None and self.leases.next_sweep < 1 << 62:
+            delay = max(0.0, (self.leases.next_sweep - now_ms()) / 1000) + 0.01
+            self._sweep_timer = asyncio.get_running_loop().call_later(delay, self._sweep)
 
     def _send_deferred(self) -> None:
         self._timer = None
@@ -62,42 +78,34 @@ class RedisCounters:
             task = asyncio.ensure_future(self._batch(settles, None))
             task.add_done_callback(lambda done: self._sent(done, settles))
 
-    def _take_deferred(self) -> list[Settle]:
+    def _take_deferred(self) -> list[Settle | Release]:
         settles, self._deferred = self._deferred, []
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         return settles
 
-    def _settled(self, done: asyncio.Future[Any], settle: Settle) -> None:
-        """A settlement sent on its own: an unknown script (Redis restarted) goes again with the next
-        batch, which loads it; a lost connection hands it to `on_unsent`."""
-        if done.cancelled():
-            return
-        error = done.exception()
-        reply = None if error is not None else done.result()
-        if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
-            load = asyncio.ensure_future(self.redis.call(b"SCRIPT", b"LOAD", SCRIPTS["settle"].source))
-            load.add_done_callback(lambda done: self._sent(done, []))
-            self._defer(settle)
-        elif error is not None or isinstance(reply, hiredis.ReplyError):
-            self._unsent([settle], error or reply)
-
-    def _sent(self, task: asyncio.Future[Any], settles: list[Settle]) -> None:
+    def _sent(self, task: asyncio.Future[Any], ops: list[Settle | Release]) -> None:
         if not task.cancelled() and task.exception() is not None:
-            self._unsent(settles, task.exception())
+            self._unsent(ops, task.exception())
 
-    def _unsent(self, settles: list[Settle], why: object) -> None:
+    def _unsent(self, ops: list[Settle | Release], why: object) -> None:
+        # Leased requests that could not be given back stay counted until the window passes them.
+        settles = [op for op in ops if isinstance(op, Settle)]
         if self.on_unsent is not None and settles:
             self.on_unsent(settles)
-        else:
+        elif settles:
             log.error("settling usage in Redis failed (%d settlements): %s", len(settles), why)
 
-    async def _batch(self, settles: list[Settle], admit: tuple[list[str], list[Any]] | None) -> Any:
+    async def _batch(self, ops: list[Settle | Release], admit: tuple[list[str], list[Any]] | None) -> Any:
         keys: list[str] = []
-        args: list[Any] = [len(settles) + (admit is not None)]
-        for settle in settles:
-            op_keys, op_args = self._settle_op(settle)
+        args: list[Any] = [len(ops) + (admit is not None)]
+        for op in ops:
+            if isinstance(op, Release):
+                keys.append(self.prefix + "r:" + op.key)
+                args += ("z", 1, len(op.members), *op.members)
+                continue
+            op_keys, op_args = self._settle_op(op)
             keys += op_keys
             args += ("s", len(op_keys), len(op_args), *op_args)
         if admit is not None:
@@ -106,6 +114,12 @@ class RedisCounters:
         return await self._run(SCRIPTS["batch"], keys, args)
 
     async def admit(self, ask: Ask) -> Answer:
+        leases = self.leases
+        answer = leases.admit(ask)
+        if answer is not None:
+            if leases.returns:
+                self._take_returns()
+            return answer
         p = self.prefix
         keys: list[str] = []
         args: list[str | int] = [self.window_ms, self.bucket_ms, len(ask.windows)]
@@ -115,24 +129,45 @@ class RedisCounters:
         for budget in ask.budgets:
             keys += (p + "b:" + ask.month + ":" + budget.key, p + "h:" + ask.month + ":" + budget.key)
             args.append(budget.limit)
-        args += (ask.reserve, ask.hold_ms, BUDGET_TTL_MS, ask.reservation)
-        if self._deferred:  # the settlements waiting travel with this admit, applied first
-            settles = self._take_deferred()
-            try:
-                reply = await self._batch(settles, (keys, args))
-            except CountersUnavailable as exc:
-                self._unsent(settles, exc)
-                raise
-        else:
-            reply = await self._run(SCRIPTS["admit"], keys, args)
+        wanted = leases.wants(ask)
+        args += (ask.reserve, ask.hold_ms, BUDGET_TTL_MS, ask.reservation, LEASE_MS, *wanted)
+        sent_at = now_ms()
+        try:
+            if self._deferred:  # the settlements waiting travel with this admit, applied first
+                settles = self._take_deferred()
+                try:
+                    reply = await self._batch(settles, (keys, args))
+                except CountersUnavailable as exc:
+                    self._unsent(settles, exc)
+                    raise
+            else:
+                reply = await self._run(SCRIPTS["admit"], keys, args)
+        except BaseException:
+            leases.ungranted(ask, wanted)
+            raise
         kind, index = reply[1], reply[2] - 1
-        refused = ""
+        granted = 5 + 4 * len(ask.windows)
+        states = tuple(WindowState(*reply[at : at + 4]) for at in range(5, granted, 4))
         if kind:
+            # Refused in Redis: the leases of earlier answers (of requests sent with this one) may cover it.
+            leases.ungranted(ask, wanted)
+            answer = leases.admit(ask)
+            if answer is not None:
+                return answer
             refused = _REFUSALS[kind] + (ask.budgets[index].key if kind == 3 else ask.windows[index].key)
-        states = tuple(WindowState(*reply[at : at + 4]) for at in range(4, len(reply), 4))
-        return Answer(reply[0] == 1, refused, reply[3], states)
+            return Answer(False, refused, reply[3], states)
+        grants = reply[granted:]
+        leases.granted(ask, wanted, sent_at, states, reply[4].decode(), grants)
+        if any(grants):
+            self._arm_sweep()
+        now = now_ms()
+        states = tuple(leases.state(w, leases.windows[w.key], now) for w in ask.windows)
+        return Answer(True, "", 0, states)
 
     async def settle(self, settle: Settle) -> None:
+        settle = self.leases.settle(settle)
+        if self.leases.returns:
+            self._take_returns()
         keys, args = self._settle_op(settle)
         await self._run(SCRIPTS["settle"], keys, args)
 
@@ -158,6 +193,11 @@ class RedisCounters:
             await self._run(SCRIPTS["seed"], keys, [BUDGET_TTL_MS, *spent.values()])
 
     async def close(self) -> None:
+        if self._sweep_timer is not None:
+            self._sweep_timer.cancel()
+            self._sweep_timer = None
+        self.leases.close()
+        self._deferred += self.leases.take_returns()
         if self._deferred:
             settles = self._take_deferred()
             try:
