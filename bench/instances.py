@@ -3,8 +3,11 @@
     python bench/instances.py                      # needs wrk, haproxy, and PostgreSQL at 127.0.0.1:5432
     python bench/instances.py --skip load          # only the store figures
 
-(a) Throughput: one gateway, then two (each on its own core), on one fresh PostgreSQL database and the
-    mock upstream, behind HAProxy (round robin, /readyz checks), loaded by wrk at 64 connections.
+(a) Throughput: one gateway, then two (each on its own core), on one fresh PostgreSQL database, behind
+    HAProxy (round robin, /readyz checks), loaded by wrk at 64 connections; the upstream is a fixed
+    OpenAI answer served by the same HAProxy (cheap, so the cores go to the gateways); and
+    the gateways' CPU per request in each layout (the same in both: the instances share nothing on the
+    request path, so the throughput of N instances is N times one's wherever each has a free core).
 (b) The analytics write rate PostgreSQL sustains (COPY batches of 1,000, as the writer sends them) and
     SQLite's, for --seconds each.
 (c) A usage query over a month at --records analytics records (30 days, 50 apps): its time, per group.
@@ -29,7 +32,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from run import APP_KEY, free_port, parse_wrk, pinned, process, tollgate_config, write_scripts
+from run import APP_KEY, cpu_seconds, free_port, parse_wrk, pinned, process, tollgate_config, write_scripts
 
 from store.postgres import PostgresStore
 from store.records import AnalyticsRecord, UsageQuery
@@ -101,13 +104,26 @@ async def stores(database: str, seconds: float, count: int) -> dict[str, float]:
     return out
 
 
-def haproxy_config(path: Path, port: int, backends: list[int]) -> None:
+# What the static upstream answers every chat call: OpenAI's shape, with usage for the analytics.
+ANSWER = (
+    '{"id":"chatcmpl-bench","object":"chat.completion","created":1764000000,"model":"gpt-4o-mini",'
+    '"choices":[{"index":0,"message":{"role":"assistant","content":"Hello from the static upstream."},'
+    '"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":7,"total_tokens":19}}'
+)
+
+
+def haproxy_config(path: Path, port: int, backends: list[int], upstream: int) -> None:
+    """The balancer in front of the gateways, and (another frontend of the same HAProxy) the upstream: a
+    fixed OpenAI answer from C, so the two cores go to the gateways rather than to a Python mock."""
     servers = "\n".join(f"    server g{i} 127.0.0.1:{p} check" for i, p in enumerate(backends))
     path.write_text(
+        "global\n    nbthread 1\n"
         "defaults\n    mode http\n    timeout connect 5s\n    timeout client 60s\n    timeout server 60s\n"
         f"frontend llm\n    bind 127.0.0.1:{port}\n    default_backend gateways\n"
         "backend gateways\n    balance roundrobin\n    option httpchk GET /readyz\n"
         "    http-reuse always\n" + servers + "\n"
+        f"frontend upstream\n    bind 127.0.0.1:{upstream}\n"
+        "    http-request return status 200 content-type application/json string '" + ANSWER + "'\n"
     )
 
 
@@ -119,16 +135,6 @@ def load(args: argparse.Namespace) -> dict[str, float]:
     (tmp / "tollgate.yaml").write_text(yaml.safe_dump(tollgate_config(upstream_url)))
     scripts = write_scripts(tmp)
     python = sys.executable
-    mock = pinned(
-        "1",
-        python,
-        "-m",
-        "mocks.openai",
-        "--port",
-        str(ports["upstream"]),
-        "--api-key",
-        "sk-bench-upstream-key",
-    )
 
     def gateway(name: str, core: str, config: bool) -> list[str]:
         command = [python, "-m", "gateway", "serve", "--db", database, "--port", str(ports[name]),
@@ -139,13 +145,12 @@ def load(args: argparse.Namespace) -> dict[str, float]:
     os.environ.update(SECRET)
     try:
         with (
-            process(mock, upstream_url + "/v1/models", tmp / "mock.log"),
-            process(gateway("a", "0", True), f"http://127.0.0.1:{ports['a']}/readyz", tmp / "a.log"),
-            process(gateway("b", "1", False), f"http://127.0.0.1:{ports['b']}/readyz", tmp / "b.log"),
+            process(gateway("a", "0", True), f"http://127.0.0.1:{ports['a']}/readyz", tmp / "a.log") as a,
+            process(gateway("b", "1", False), f"http://127.0.0.1:{ports['b']}/readyz", tmp / "b.log") as b,
         ):
             for name, backends in (("one", [ports["a"]]), ("two", [ports["a"], ports["b"]])):
                 cfg = tmp / f"haproxy-{name}.cfg"
-                haproxy_config(cfg, ports["lb"], backends)
+                haproxy_config(cfg, ports["lb"], backends, ports["upstream"])
                 proxy = subprocess.Popen(
                     ["haproxy", "-f", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
                 )
@@ -154,12 +159,22 @@ def load(args: argparse.Namespace) -> dict[str, float]:
                     url = f"http://127.0.0.1:{ports['lb']}/openai/gpt/v1/chat/completions"
                     runs = []
                     for _ in range(args.rounds):
+                        cpu = [cpu_seconds(a.pid), cpu_seconds(b.pid)]
                         result = subprocess.run(
                             ["wrk", "-t2", "-c64", f"-d{args.duration}s", "-s", str(scripts["app"]), url],
                             capture_output=True, text=True, check=True,
                         )  # fmt: skip
-                        runs.append(parse_wrk(result.stdout))
-                    out[f"{name}_instance_rps"] = statistics.median(r["rps"] for r in runs)
+                        run = parse_wrk(result.stdout)
+                        used = [cpu_seconds(a.pid) - cpu[0], cpu_seconds(b.pid) - cpu[1]]
+                        # The gateways' own CPU per request: what one request costs whichever instance
+                        # serves it. The same in both layouts means the instances share nothing on the
+                        # request path, so N instances on N free cores serve N times one's throughput.
+                        run["cpu_us_per_request"] = sum(used) / run["requests"] * 1e6
+                        # gateway a alone on core 0 in both layouts; round robin sends it 1/len(backends)
+                        run["a_cpu_us_per_request"] = used[0] / (run["requests"] / len(backends)) * 1e6
+                        runs.append(run)
+                    for key in ("rps", "cpu_us_per_request", "a_cpu_us_per_request"):
+                        out[f"{name}_instance_{key}"] = statistics.median(r[key] for r in runs)
                     out[f"{name}_instance_errors"] = sum(r["errors"] for r in runs)
                 finally:
                     proxy.terminate()
