@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from bisect import bisect_left
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -143,6 +144,13 @@ class Metrics:
             "Times the counters fell back from Redis to this host's",
             registry=r,
         )
+        self.counters_leased = Counter(
+            "tollgate_counters_leased",
+            "Requests admitted on a lease of the Redis counters, without a round trip to Redis",
+            registry=r,
+        )
+        self.leased: Callable[[], int] | None = None  # the Redis counters' own count, read at each flush
+        self._leased = 0
         self.blocked = Counter(
             "tollgate_filter_blocks", "Requests and answers blocked, by filter", ("llm", "filter"), registry=r
         )
@@ -198,6 +206,10 @@ class Metrics:
         upstream, self._pending_upstream = self._pending_upstream, {}
         for llm, u in upstream.items():
             _add_observations(self.upstream_latency.labels(llm), u.buckets, u.seconds)
+        if self.leased is not None:
+            leased = self.leased()
+            self.counters_leased.inc(leased - self._leased)
+            self._leased = leased
 
     def render(self) -> tuple[bytes, str]:
         self.flush()

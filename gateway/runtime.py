@@ -83,6 +83,9 @@ class Runtime:
         self.sync_status: Callable[[], dict[str, Any]] | None = None  # an edge's, for /readyz
         if isinstance(self.counters, FailoverCounters):
             self.counters.on_change = self._counters_changed
+            leases = getattr(self.counters.primary, "leases", None)
+            if leases is not None:  # Redis's: how many requests it admitted without a round trip
+                self.metrics.leased = lambda: leases.local
         self.snapshot = Snapshot.empty()
         self.draining = False
         self.inflight = 0

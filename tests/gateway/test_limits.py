@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import threading
 import time
@@ -318,6 +319,11 @@ def test_redis_going_away_mid_traffic_degrades_to_local_counters_and_back(
         )
         assert _statuses(fire([gw.url], 20)) == {200: 20}
         assert httpx.get(f"{gw.url}/readyz").json()["counters"] == "redis"
+        # rpm 1000 is far away: the first admits brought back leases, which the next requests spend
+        assert [fire([gw.url], 1)[0].status_code for _ in range(3)] == [200] * 3
+        metrics = httpx.get(f"{gw.url}/metrics").text
+        leased = re.search(r"^tollgate_counters_leased_total (\S+)$", metrics, re.MULTILINE)
+        assert leased is not None and float(leased.group(1)) > 0
         proxy.cut()
         assert _statuses(fire([gw.url], 20)) == {200: 20}  # no request fails because Redis went away
         assert httpx.get(f"{gw.url}/readyz").json()["counters"] == "local"
