@@ -99,6 +99,10 @@ class RequestContext:
             self._body = RequestBody(self.call)
         return self._body
 
+    def reset_body(self) -> None:
+        """Forget the parsed body: filters read `call`'s afresh (a route's next attempt has its own copy)."""
+        self._body = None
+
     def commit_body(self) -> bool:
         """Write a body that filters edited back into the call; True when there was one."""
         return self._body is not None and self._body.commit()

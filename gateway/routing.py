@@ -1,12 +1,14 @@
 """A call to a route: attempts on its targets until one answers (INTERFACE.md, "Routes and response cache").
 
 The route's chain has run once (the app key, the grant, global filters, limits: the request counts
-once). Each attempt sends the call to a target chosen by `pipeline/routing.py`, translated by that
-target's own adapter, through the ordinary relay. A failure listed in `retry.on` moves to an untried
-healthy target (the same one when it is the only one) after a backoff with jitter; 400, 401, 403, 404 and
-422 are never retried; a failure listed in `fallback.on` goes straight to `fallback.to`. A stream
-fails over only before its first chunk reached the client. Each failed attempt is recorded (and billed
-what it reported) on its own; the last one is the request's own record.
+once). Each attempt sends the call to a target chosen by `pipeline/routing.py`, through that target's
+own request filters (its `filters:` list, on the attempt's copy of the call), translated by its own
+adapter, through the ordinary relay (whose response phase is the target's). A failure listed in
+`retry.on` moves to an untried healthy target (the same one when it is the only one) after a backoff
+with jitter; 400, 401, 403, 404 and 422 are never retried; a failure listed in `fallback.on` goes
+straight to `fallback.to`. A stream fails over only before its first chunk reached the client. Each
+failed attempt is recorded (and billed what it reported) on its own; the last one is the request's own
+record.
 """
 
 from __future__ import annotations
@@ -29,12 +31,12 @@ from gateway.errors import (
     UpstreamTimeout,
     retry_after,
 )
-from gateway.request import ClientGone
+from gateway.request import ClientGone, reparse
 from gateway.runtime import Runtime
 from gateway.types import ASGIReceive, ASGISend
 from pipeline.routing import NEVER_RETRIED, Target, failure
 from providers.base import Call
-from sync.snapshot import RouteEntry
+from sync.snapshot import LlmEntry, RouteEntry
 
 MAX_FALLBACKS = 3  # fallback.to may be a route with a fallback of its own: a chain this long at most
 
@@ -103,8 +105,7 @@ async def _attempts(
         llm = ctx.snapshot.llms.get(target.llm)
         if llm is None:  # the snapshot was built with it; only a race with a reload gets here
             raise LlmNotFound(f"route '{route.slug}': target '{target.llm}' is gone")
-        ctx.llm = llm
-        ctx.call = msgspec.structs.replace(original, model=target.model, model_in_body=False)
+        await _aim(ctx, llm, original, target.model)
         ctx.response_headers = [
             *headers,
             (b"x-tollgate-target", target.llm.encode()),
@@ -195,14 +196,24 @@ async def _fall_back(
     llm = ctx.snapshot.llms.get(slug)
     if llm is None:
         raise LlmNotFound(f"fallback '{slug}' is not an LLM or route this gateway serves")
-    ctx.llm = llm
-    ctx.call = msgspec.structs.replace(original, model=llm.default_model or "", model_in_body=False)
+    await _aim(ctx, llm, original, llm.default_model or "")
     ctx.response_headers = [
         *headers,
         (b"x-tollgate-target", llm.slug.encode()),
         (b"x-tollgate-attempts", str(ctx.attempt).encode()),
     ]
     await relay.forward(rt.http, ctx, receive, send)
+
+
+async def _aim(ctx: RequestContext, llm: LlmEntry, original: Call, model: str) -> None:
+    """Point `ctx` at `llm` with its own copy of the call, through the LLM's own request filters (a block
+    raises: the request is refused, not retried elsewhere)."""
+    ctx.llm = llm
+    ctx.call = msgspec.structs.replace(original, model=model, model_in_body=False)
+    if llm.chain.own:
+        ctx.reset_body()
+        if await llm.chain.run_own(ctx):
+            ctx.call = msgspec.structs.replace(reparse(ctx.call), model=model, model_in_body=False)
 
 
 def _next_attempt(ctx: RequestContext, record: Callable[[RequestContext], None]) -> None:

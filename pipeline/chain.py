@@ -37,10 +37,19 @@ class Chain(msgspec.Struct, frozen=True):
     events: tuple[EventFilter, ...]  # response: python:/plugin: filters on the answer or each event
     order: tuple[tuple[str, str], ...]  # (phase, step name), for /readyz and the docs
     responds: bool  # the answer goes through the response phase (else it is relayed untouched)
+    # The LLM's own request filters (its `filters:` list, no global one, no auth, no limits), in phase
+    # order: a route whose chain ran once runs these on each attempt this LLM serves.
+    own: tuple[RequestFilter, ...] = ()
 
     async def run_request(self, ctx: RequestContext) -> bool:
         """Run the request phases; True when a filter rewrote the body."""
         for step in self.request:
+            await step(ctx)
+        return ctx.commit_body()
+
+    async def run_own(self, ctx: RequestContext) -> bool:
+        """Run the LLM's own request filters (a route's attempt on it); True when one rewrote the body."""
+        for step in self.own:
             await step(ctx)
         return ctx.commit_body()
 
@@ -60,6 +69,7 @@ def compose(
         "auth": [AppKeyAuth(services.credentials), access or LlmAccess()],
         "post_auth": [],
     }
+    own: dict[str, list[Any]] = {phase: [] for phase in REQUEST_PHASES}
     rules: list[TextRule] = []
     events: list[EventFilter] = []
     broken: list[tuple[Filter, str]] = []
@@ -75,6 +85,8 @@ def compose(
             continue
         if spec.phase != "response":
             steps[spec.phase].append(step)
+            if not spec.global_:
+                own[spec.phase].append(step)
         elif is_text_rule(step):
             rules.append(step)
         else:
@@ -84,7 +96,8 @@ def compose(
     order = tuple((phase, step.name) for phase in REQUEST_PHASES for step in steps[phase])
     order += tuple(("response", rule.name) for rule in rules)
     order += tuple(("response", event.name) for event in events)
-    return Chain(request, tuple(rules), tuple(events), order, bool(rules or events)), broken
+    mine = tuple(step for phase in REQUEST_PHASES for step in own[phase])
+    return Chain(request, tuple(rules), tuple(events), order, bool(rules or events), mine), broken
 
 
 __all__ = ["Chain", "Services", "compose"]

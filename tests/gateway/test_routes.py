@@ -362,3 +362,42 @@ def test_cool_downs_are_shared_through_redis(
     time.sleep(1.2)  # the other gateway reads the cool-downs twice a second
     assert call(two)[:2] == ("b", "1")
     assert len(upstreams["a"].requests) == 3
+
+
+def test_each_attempt_runs_its_targets_own_request_filters(
+    start_gateway: StartGateway, mocks: Any, upstreams: dict[str, MockOpenAI]
+) -> None:
+    """A route runs the global filters once and, on each attempt, the target LLM's own request filters on
+    that attempt's copy: a's pii mask reaches only a, b's keyword block refuses only what goes to b."""
+    config = route_config(mocks, strategy="round_robin", targets=[{"llm": "a"}, {"llm": "b"}])
+    config["filters"] = [
+        {"name": "pii", "phase": "post_auth", "kind": "pii_redact"},
+        {
+            "name": "no-project-x",
+            "phase": "pre_auth",
+            "kind": "regex_block",
+            "config": {"keywords": ["project-x"]},
+        },
+    ]
+    for llm in config["llms"]:
+        llm["filters"] = {"a": ["pii"], "b": ["no-project-x"]}.get(llm["slug"], [])
+    gateway = start_gateway(config)
+    ask = [{"role": "user", "content": "mail bob@example.com about project-x"}]
+
+    def sent(name: str) -> str:
+        content: str = upstreams[name].requests[-1].json()["messages"][0]["content"]
+        return content
+
+    raw = client(gateway).chat.completions.with_raw_response.create(model="smart", messages=ask)
+    assert raw.headers["x-tollgate-target"] == "a"
+    assert sent("a") == "mail [REDACTED:EMAIL] about project-x"
+    with pytest.raises(openai.BadRequestError) as caught:  # to b: its own block, b never called
+        client(gateway).chat.completions.create(model="smart", messages=ask)
+    assert caught.value.body["code"] == "content_blocked" and "no-project-x" in caught.value.body["message"]
+    assert upstreams["b"].requests == []
+    clean = [{"role": "user", "content": "mail bob@example.com"}]
+    assert call(gateway)[0] == "a"  # round robin goes on
+    raw = client(gateway).chat.completions.with_raw_response.create(model="smart", messages=clean)
+    assert raw.headers["x-tollgate-target"] == "b" and sent("b") == "mail bob@example.com"  # b has no pii
+    records = gateway.records(expect=4)
+    assert [r["blocked_by"] for r in records if r["status_code"] == 400] == ["no-project-x"]
