@@ -2,8 +2,9 @@
 
 The route's chain has run once (the app key, the grant, global filters, limits: the request counts
 once). Each attempt sends the call to a target chosen by `pipeline/routing.py`, through that target's
-own request filters (its `filters:` list, on the attempt's copy of the call), translated by its own
-adapter, through the ordinary relay (whose response phase is the target's). A failure listed in
+own request filters (its `filters:` list, on the attempt's copy of the call) and its own rate limit
+and budget (a target at its limit is passed over for the next one, with no call made), translated by
+its own adapter, through the ordinary relay (whose response phase is the target's). A failure listed in
 `retry.on` moves to an untried healthy target (the same one when it is the only one) after a backoff
 with jitter; 400, 401, 403, 404 and 422 are never retried; a failure listed in `fallback.on` goes
 straight to `fallback.to`. A stream fails over only before its first chunk reached the client. Each
@@ -24,8 +25,10 @@ import msgspec
 from gateway import relay
 from gateway.context import RequestContext
 from gateway.errors import (
+    BudgetExceeded,
     LlmNotFound,
     NoHealthyTargets,
+    RateLimited,
     TollgateError,
     UpstreamStatus,
     UpstreamTimeout,
@@ -34,6 +37,7 @@ from gateway.errors import (
 from gateway.request import ClientGone, reparse
 from gateway.runtime import Runtime
 from gateway.types import ASGIReceive, ASGISend
+from pipeline.limits import Hold, admit_target, book
 from pipeline.routing import NEVER_RETRIED, Target, failure
 from providers.base import Call
 from sync.snapshot import LlmEntry, RouteEntry
@@ -105,7 +109,16 @@ async def _attempts(
         llm = ctx.snapshot.llms.get(target.llm)
         if llm is None:  # the snapshot was built with it; only a race with a reload gets here
             raise LlmNotFound(f"route '{route.slug}': target '{target.llm}' is gone")
-        await _aim(ctx, llm, original, target.model)
+        try:
+            hold = await _aim(rt, ctx, llm, original, target.model)
+        except (RateLimited, BudgetExceeded):
+            # The target is at its own limit: the next one serves, with no call made and none counted.
+            following = _next_target(rt, route, tried)
+            if following is None or following is target:
+                raise  # every target is at its limit: that is the answer (429 or 402)
+            _counter(rt, route.slug, target.llm, "limited").inc()
+            target = following
+            continue
         ctx.response_headers = [
             *headers,
             (b"x-tollgate-target", target.llm.encode()),
@@ -114,7 +127,11 @@ async def _attempts(
         health = state.of(target)
         health.inflight += 1
         try:
-            await relay.forward(rt.http, ctx, receive, send)
+            try:
+                await relay.forward(rt.http, ctx, receive, send)
+            finally:
+                if hold is not None:  # the target's own limits: what this attempt used
+                    book(rt.counters, hold, ctx.usage.total_tokens if ctx.usage else 0, ctx.cost)
         except TollgateError as error:
             if ctx.response_started:  # the client has part of an answer: no failing over now
                 raise
@@ -196,24 +213,30 @@ async def _fall_back(
     llm = ctx.snapshot.llms.get(slug)
     if llm is None:
         raise LlmNotFound(f"fallback '{slug}' is not an LLM or route this gateway serves")
-    await _aim(ctx, llm, original, llm.default_model or "")
+    hold = await _aim(rt, ctx, llm, original, llm.default_model or "")
     ctx.response_headers = [
         *headers,
         (b"x-tollgate-target", llm.slug.encode()),
         (b"x-tollgate-attempts", str(ctx.attempt).encode()),
     ]
-    await relay.forward(rt.http, ctx, receive, send)
+    try:
+        await relay.forward(rt.http, ctx, receive, send)
+    finally:
+        if hold is not None:
+            book(rt.counters, hold, ctx.usage.total_tokens if ctx.usage else 0, ctx.cost)
 
 
-async def _aim(ctx: RequestContext, llm: LlmEntry, original: Call, model: str) -> None:
+async def _aim(rt: Runtime, ctx: RequestContext, llm: LlmEntry, original: Call, model: str) -> Hold | None:
     """Point `ctx` at `llm` with its own copy of the call, through the LLM's own request filters (a block
-    raises: the request is refused, not retried elsewhere)."""
+    raises: the request is refused, not retried elsewhere), then its own rate limit and budget (a refusal
+    raises RateLimited or BudgetExceeded). Returns what the attempt holds against those limits."""
     ctx.llm = llm
     ctx.call = msgspec.structs.replace(original, model=model, model_in_body=False)
     if llm.chain.own:
         ctx.reset_body()
         if await llm.chain.run_own(ctx):
             ctx.call = msgspec.structs.replace(reparse(ctx.call), model=model, model_in_body=False)
+    return await admit_target(rt.counters, ctx)
 
 
 def _next_attempt(ctx: RequestContext, record: Callable[[RequestContext], None]) -> None:

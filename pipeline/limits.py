@@ -92,17 +92,45 @@ def settle(counters: Counters, ctx: RequestContext) -> None:
         return
     ctx.hold = None
     usage = ctx.usage
+    book(counters, hold, (usage.total_tokens if usage else 0) + ctx.prior_tokens, ctx.cost + ctx.prior_cost)
+
+
+def book(counters: Counters, hold: Hold, tokens: int, cost_usd: float) -> None:
+    """Settle `hold` with what its call used."""
     counters.defer_settle(
         Settle(
             windows=hold.tpm_keys,
-            tokens=(usage.total_tokens if usage else 0) + ctx.prior_tokens,
+            tokens=tokens,
             budgets=tuple(b.key for b in hold.ask.budgets),
             month=hold.ask.month,
             reservation=hold.ask.reservation,
-            cost=round((ctx.cost + ctx.prior_cost) * NANO_USD),
+            cost=round(cost_usd * NANO_USD),
             reserved=hold.ask.reserve,
         )
     )
+
+
+async def admit_target(counters: Counters, ctx: RequestContext) -> Hold | None:
+    """A route's attempt on `ctx.llm`: admit it against that LLM's own rate limit and budget (the app's
+    were counted once, for the route). Returns the hold to `book` after the attempt; raises the refusal."""
+    llm = ctx.llm
+    assert llm is not None
+    if llm.window is None and llm.budget is None:
+        return None
+    windows = (llm.window,) if llm.window is not None else ()
+    budgets = (llm.budget,) if llm.budget is not None else ()
+    ask = Ask(
+        windows=windows,
+        budgets=budgets,
+        month=_month(ctx.timestamp),
+        reserve=reservation(ctx) if budgets else 0,
+        reservation=f"{ctx.request_id}#{ctx.attempt}",
+        hold_ms=llm.hold_ms,
+    )
+    answer = await counters.admit(ask)
+    if not answer.allowed:
+        raise _refusal(ctx, answer)
+    return Hold(ask, answer, tuple(w.key for w in windows if w.tpm))
 
 
 def reservation(ctx: RequestContext) -> int:

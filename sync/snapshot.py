@@ -251,11 +251,6 @@ def _compile_route(
         if llm.allowed_models is not None and not llm.allowed_models.fullmatch(model):
             notes.append(f"route '{route.slug}': model '{model}' is not allowed on LLM '{spec.llm}'")
             continue
-        if llm.window is not None or llm.budget is not None:
-            notes.append(
-                f"route '{route.slug}': the rate_limit and monthly_budget_usd of LLM '{spec.llm}' apply to "
-                "calls made to it directly, not through the route (the app's apply)"
-            )
         targets.append(Target(index, spec.llm, model, spec.weight, spec.priority))
     if route.fallback is not None and route.fallback.to == route.slug:
         notes.append(f"route '{route.slug}': falls back to itself; the fallback is ignored")

@@ -401,3 +401,50 @@ def test_each_attempt_runs_its_targets_own_request_filters(
     assert raw.headers["x-tollgate-target"] == "b" and sent("b") == "mail bob@example.com"  # b has no pii
     records = gateway.records(expect=4)
     assert [r["blocked_by"] for r in records if r["status_code"] == 400] == ["no-project-x"]
+
+
+def test_a_target_at_its_own_limit_is_passed_over(
+    start_gateway: StartGateway, mocks: Any, upstreams: dict[str, MockOpenAI]
+) -> None:
+    """The target LLMs' own rate limits and budgets hold through routes: a target at its rpm is passed
+    over for the next (no call made to it, nothing recorded for it), and when every target is at its
+    limit the answer is that limit's refusal. Calls made to the LLM directly share the same count."""
+    config = route_config(mocks, strategy="round_robin", targets=[{"llm": "a"}, {"llm": "b"}])
+    for llm in config["llms"]:
+        if llm["slug"] in ("a", "b"):
+            llm["rate_limit"] = {"rpm": 2}
+    config["apps"][-1]["llms"] = ["smart", "a"]
+    gateway = start_gateway(config)
+    assert "rate_limit" not in httpx.get(gateway.url + "/readyz").text  # no warning: they are enforced
+    direct = client(gateway, "a").chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+    assert direct.choices[0].message.content
+    picks = [call(gateway)[:2] for _ in range(3)]  # a has one call left, b two
+    assert sorted(picks) == [("a", "1"), ("b", "1"), ("b", "1")]
+    with pytest.raises(openai.RateLimitError) as caught:
+        call(gateway)
+    assert caught.value.body["code"] == "rate_limit_exceeded"
+    assert int(caught.value.response.headers["retry-after"]) >= 1
+    assert (len(upstreams["a"].requests), len(upstreams["b"].requests)) == (2, 2)
+    records = gateway.records(expect=5)
+    assert sorted((r["llm_slug"], r["status_code"]) for r in records if r["status_code"] == 200) == [
+        ("a", 200), ("a", 200), ("b", 200), ("b", 200),
+    ]  # fmt: skip
+
+
+def test_a_target_budget_is_booked_per_attempt(
+    start_gateway: StartGateway, mocks: Any, upstreams: dict[str, MockOpenAI]
+) -> None:
+    """A target's monthly budget counts what each attempt on it cost: once spent, the route answers 402."""
+    config = route_config(mocks, targets=[{"llm": "a"}])
+    config["prices"] = [
+        {"vendor": "openai", "model": "gpt-4o-mini", "input_per_1m": 1_000, "output_per_1m": 1_000}
+    ]
+    for llm in config["llms"]:
+        if llm["slug"] == "a":
+            llm["monthly_budget_usd"] = 0.01  # one call of a few tokens at $1,000 per million spends it
+    gateway = start_gateway(config)
+    assert call(gateway)[0] == "a"
+    with pytest.raises(openai.APIStatusError) as caught:
+        call(gateway)
+    assert caught.value.status_code == 402 and caught.value.body["code"] == "budget_exceeded"
+    assert len(upstreams["a"].requests) == 1

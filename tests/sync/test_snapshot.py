@@ -338,9 +338,6 @@ def _change(path: str, value: Any) -> Any:
 
 # (id, changes to the plain config, one fragment per expected warning: each names one warning, no other)
 WARNINGS = [
-    ("route target with limits", [_change("llms.0.rate_limit", {"rpm": 5}),
-                                  _change("routes", [{"slug": "smart", "targets": [{"llm": "gpt"}]}])],
-     ["route 'smart': the rate_limit"]),
     ("external filter", [_change("filters", [{"name": "ext", "phase": "pre_auth", "kind": "python:p.m:f"}]),
                          _change("llms.1.filters", ["ext"])], ["filter 'ext'"]),
 ]  # fmt: skip
@@ -367,6 +364,15 @@ def test_cache_off_and_exact_are_no_warning(tmp_path: Path) -> None:
     raw = plain()
     raw["llms"][0]["cache"] = {"mode": "exact"}
     raw["apps"][0]["cache"] = {"mode": "off"}
+    assert bootstrapped(tmp_path / "t.db", raw).warnings == ()
+
+
+def test_a_route_over_an_llm_with_limits_is_no_warning(tmp_path: Path) -> None:
+    """The target's own limits hold through the route (gateway/routing.py), so nothing is left unenforced."""
+    raw = plain()
+    raw["llms"][0]["rate_limit"] = {"rpm": 5}
+    raw["llms"][0]["monthly_budget_usd"] = 10
+    raw["routes"] = [{"slug": "smart", "targets": [{"llm": "gpt"}]}]
     assert bootstrapped(tmp_path / "t.db", raw).warnings == ()
 
 
