@@ -401,13 +401,13 @@ def test_unbuilt_settings_are_named_at_startup_and_in_readyz(
     start_gateway: StartGateway, upstream: MockOpenAI, upstream_url: str
 ) -> None:
     config = base_config(upstream_url)
-    config["llms"][0]["rate_limit"] = {"rpm": 100}
-    config["routes"] = [{"slug": "smart", "targets": [{"llm": "gpt"}]}]
+    config["llms"].append({**config["llms"][0], "slug": "off", "active": False})
+    config["routes"] = [{"slug": "smart", "targets": [{"llm": "gpt"}, {"llm": "off"}]}]
     gateway = start_gateway(config, "--namespace", "eu")
     warnings = httpx.get(gateway.url + "/readyz").json()["warnings"]
     log = gateway.output()
     named = {
-        "limits through a route": "the rate_limit and monthly_budget_usd of LLM 'gpt' apply to calls made",
+        "a route target not served": "route 'smart': target 'off' is not an LLM this gateway serves",
         "edge flag": "--namespace is used in edge mode only",
     }
     for what, fragment in named.items():
