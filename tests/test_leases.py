@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 import uvloop
 
 from pipeline.counters.base import Budget, Window
@@ -221,5 +222,30 @@ def test_a_settlement_of_a_leased_request_books_its_cost_and_holds_nothing_in_re
         assert await budget_state(prefix, "app:1") == (700, MIN_UNITS * 1_000)  # the block until it ends
         await counters.close()
         assert await budget_state(prefix, "app:1") == (700, 0)
+
+    with_counters(body)
+
+
+def test_an_admit_cancelled_in_flight_keeps_its_leases() -> None:
+    """A caller cancelled while its admit is in Redis (a route's deadline, a shutdown): what Redis granted
+    with the answer is still recorded here, so it is spent or given back, not left counted for nobody."""
+    window = Window("app:1", rpm=10_000)
+
+    async def body(make: Callable[..., RedisCounters], prefix: str) -> None:
+        counters = make()
+        key = log_key(prefix, "app:1")
+        task = asyncio.ensure_future(counters.admit(ask(window)))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for _ in range(100):
+            if "app:1" in counters.leases.windows and counters.leases.windows["app:1"].units:
+                break
+            await asyncio.sleep(0.01)
+        assert len(counters.leases.windows["app:1"].units) == MIN_UNITS
+        assert await redis(b"ZCARD", key) == 1 + MIN_UNITS  # the cancelled request counted, as sent
+        await counters.close()
+        assert await redis(b"ZCARD", key) == 1  # the lease given back
 
     with_counters(body)

@@ -132,37 +132,59 @@ class RedisCounters:
         wanted = leases.wants(ask)
         args += (ask.reserve, ask.hold_ms, BUDGET_TTL_MS, ask.reservation, LEASE_MS, *wanted)
         sent_at = now_ms()
+        call = asyncio.ensure_future(self._send_admit(keys, args))
         try:
-            if self._deferred:  # the settlements waiting travel with this admit, applied first
-                settles = self._take_deferred()
-                try:
-                    reply = await self._batch(settles, (keys, args))
-                except CountersUnavailable as exc:
-                    self._unsent(settles, exc)
-                    raise
-            else:
-                reply = await self._run(SCRIPTS["admit"], keys, args)
+            # Shielded: a caller cancelled meanwhile (a deadline, a shutdown) must not lose the leases
+            # Redis grants with the answer, which would stay counted there with nobody to spend them.
+            reply = await asyncio.shield(call)
+        except asyncio.CancelledError:
+            call.add_done_callback(lambda done: self._late(done, ask, wanted, sent_at))
+            raise
         except BaseException:
             leases.ungranted(ask, wanted)
             raise
+        states = self._granted(ask, wanted, sent_at, reply)
         kind, index = reply[1], reply[2] - 1
-        granted = 5 + 4 * len(ask.windows)
-        states = tuple(WindowState(*reply[at : at + 4]) for at in range(5, granted, 4))
         if kind:
             # Refused in Redis: the leases of earlier answers (of requests sent with this one) may cover it.
-            leases.ungranted(ask, wanted)
             answer = leases.admit(ask)
             if answer is not None:
                 return answer
             refused = _REFUSALS[kind] + (ask.budgets[index].key if kind == 3 else ask.windows[index].key)
             return Answer(False, refused, reply[3], states)
-        grants = reply[granted:]
-        leases.granted(ask, wanted, sent_at, states, reply[4].decode(), grants)
-        if any(grants):
-            self._arm_sweep()
         now = now_ms()
         states = tuple(leases.state(w, leases.windows[w.key], now) for w in ask.windows)
         return Answer(True, "", 0, states)
+
+    async def _send_admit(self, keys: list[str], args: list[Any]) -> Any:
+        if self._deferred:  # the settlements waiting travel with this admit, applied first
+            settles = self._take_deferred()
+            try:
+                return await self._batch(settles, (keys, args))
+            except CountersUnavailable as exc:
+                self._unsent(settles, exc)
+                raise
+        return await self._run(SCRIPTS["admit"], keys, args)
+
+    def _granted(self, ask: Ask, wanted: list[int], sent_at: int, reply: Any) -> tuple[WindowState, ...]:
+        """Record the leases an admit's `reply` granted (none when it refused); the windows it answered."""
+        granted = 5 + 4 * len(ask.windows)
+        states = tuple(WindowState(*reply[at : at + 4]) for at in range(5, granted, 4))
+        if reply[1]:
+            self.leases.ungranted(ask, wanted)
+            return states
+        grants = reply[granted:]
+        self.leases.granted(ask, wanted, sent_at, states, reply[4].decode(), grants)
+        if any(grants):
+            self._arm_sweep()
+        return states
+
+    def _late(self, done: asyncio.Future[Any], ask: Ask, wanted: list[int], sent_at: int) -> None:
+        """The answer of an admit whose caller was cancelled: its leases are kept, to spend or give back."""
+        if done.cancelled() or done.exception() is not None:
+            self.leases.ungranted(ask, wanted)
+        else:
+            self._granted(ask, wanted, sent_at, done.result())
 
     async def settle(self, settle: Settle) -> None:
         settle = self.leases.settle(settle)
