@@ -21,20 +21,17 @@ from multiprocessing.context import SpawnProcess
 
 from gateway.app import GatewayApp
 from gateway.cooldowns import SharedCooldowns
+from gateway.listen import bind, make_server, run_loop, run_servers
 from gateway.logs import configure_logging
 from gateway.runtime import Runtime
 from gateway.server import (
-    bind,
     counters,
     drain,
-    make_server,
     make_store,
     notes,
     open_hub,
     open_store,
     response_cache,
-    run_loop,
-    run_servers,
     secret_box,
     side_servers,
     start_runtime,
