@@ -127,11 +127,7 @@ async def _attempts(
         health = state.of(target)
         health.inflight += 1
         try:
-            try:
-                await relay.forward(rt.http, ctx, receive, send)
-            finally:
-                if hold is not None:  # the target's own limits: what this attempt used
-                    book(rt.counters, hold, ctx.usage.total_tokens if ctx.usage else 0, ctx.cost)
+            await _relay(rt, ctx, hold, receive, send)
         except TollgateError as error:
             if ctx.response_started:  # the client has part of an answer: no failing over now
                 raise
@@ -219,6 +215,13 @@ async def _fall_back(
         (b"x-tollgate-target", llm.slug.encode()),
         (b"x-tollgate-attempts", str(ctx.attempt).encode()),
     ]
+    await _relay(rt, ctx, hold, receive, send)
+
+
+async def _relay(
+    rt: Runtime, ctx: RequestContext, hold: Hold | None, receive: ASGIReceive, send: ASGISend
+) -> None:
+    """One attempt through the relay; then what it used is booked against the target's own limits."""
     try:
         await relay.forward(rt.http, ctx, receive, send)
     finally:
